@@ -1,1 +1,31 @@
-//! placeholder
+//! tierflow's job queue: every queue semantic tierflow relies on, in one place.
+//!
+//! Jobs live in apalis-postgres's `apalis.jobs` table, created by apalis-postgres's own
+//! migrations ([`schema::apalis_migrator`]); `job_type` holds the job kind's permanent,
+//! explicit name (never a Rust type path). This crate writes that table itself rather than
+//! through `apalis_postgres::queries::push_tasks`, for two measured reasons: `push_tasks`
+//! truncates `run_at` to whole seconds (a job due at a grace end could start up to a second
+//! early), and a duplicate idempotency key fails its whole batch. Here `run_at` keeps
+//! microseconds and a duplicate key is skipped (`ON CONFLICT DO NOTHING`).
+//!
+//! What must not happen here: domain rules. This crate knows kinds, payload bytes, due times and
+//! keys, not tenants or tiers.
+//!
+//! # Layout
+//! - [`job`]: the [`Job`] trait a payload implements (kind name, attempts) and [`NewJob`].
+//! - [`enqueue`]: [`enqueue()`] and [`cancel_by_keys`], both on the caller's connection, so
+//!   they join the caller's transaction.
+//! - [`state`]: the job states stored in `apalis.jobs.status`.
+//! - [`schema`]: the apalis migrations.
+//! - [`error`]: [`QueueError`].
+
+pub mod enqueue;
+pub mod error;
+pub mod job;
+pub mod schema;
+pub mod state;
+
+pub use enqueue::{CancelledJob, EnqueuedJob, cancel_by_keys, enqueue};
+pub use error::QueueError;
+pub use job::{Job, JobKey, NewJob};
+pub use state::JobState;

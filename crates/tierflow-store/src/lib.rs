@@ -1,1 +1,63 @@
-//! placeholder
+//! tierflow's PostgreSQL store: every read and write of tierflow's own tables.
+//!
+//! Each operation takes the caller's connection (`&mut PgConnection`; pass `&mut *tx` to join
+//! your transaction) and a [`Context`] holding the clock. Operations that change a tenant lock its
+//! `tenant_entitlements` row first, so changes for one tenant are serialized, then ask the pure
+//! rules in `tierflow-domain` what to do and write the answer — rows, audit, and queue jobs — on
+//! that same connection. Each runs inside a savepoint: an error leaves the caller's transaction
+//! exactly as it was, even if the caller then commits.
+//!
+//! # Layout
+//! - [`migrate`]: applies the queue's and tierflow's migrations under one advisory lock, then seeds.
+//! - [`tiers`]: the tier catalogue (seed, list, get).
+//! - [`tenants`]: provisioning, the tenant lock, and the effective entitlement read.
+//! - [`transitions`]: [`request_transition`], cancel, history.
+//! - [`overrides`]: create and remove temporary limit overrides.
+//! - [`actions`]: what each job does to tierflow's state, once (called by the worker).
+//! - [`jobs`]: the job payloads tierflow enqueues, and their kind names and attempt budgets.
+//! - [`audit`], [`idempotency`]: the audit trail and replay of idempotent requests.
+//! - [`error`]: [`StoreError`].
+
+pub mod actions;
+pub mod audit;
+pub mod error;
+pub mod idempotency;
+pub mod jobs;
+pub mod migrate;
+pub mod overrides;
+mod restrictions;
+pub mod rows;
+pub mod tenants;
+pub mod tiers;
+pub mod transitions;
+
+use std::sync::Arc;
+
+use tierflow_domain::Clock;
+use tierflow_domain::transition::GracePeriod;
+
+pub use error::StoreError;
+pub use transitions::{TransitionOutcome, TransitionRequest, request_transition};
+
+/// What every store operation needs besides its connection.
+#[derive(Clone)]
+pub struct Context {
+    /// Where "now" comes from; tests pass a `ManualClock`.
+    pub clock: Arc<dyn Clock>,
+    /// The grace period of a downgrade that names none.
+    pub default_grace: GracePeriod,
+}
+
+impl Context {
+    /// The default grace when none is configured: 7 days, as WI-010's billing flows used.
+    pub const DEFAULT_GRACE_SECS: i64 = 7 * 24 * 3600;
+
+    /// A context on `clock` with the default grace.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            default_grace: GracePeriod::from_secs(Self::DEFAULT_GRACE_SECS)
+                .unwrap_or_else(|_| GracePeriod::zero()),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The [`Job`] trait: a payload type and the policy of its kind.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::QueueError;
+
+/// A job kind: a serde payload plus the constants the queue needs.
+///
+/// `KIND` is stored in every row (`apalis.jobs.job_type`) and is therefore permanent: renaming
+/// it orphans queued jobs. It is snake_case and unique across tierflow.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The permanent name of the kind, also its queue name.
+    const KIND: &'static str;
+    /// Attempts before the job is dead.
+    const MAX_ATTEMPTS: i32 = 10;
+}
+
+/// The key of one job within its kind: for cancelling, rescheduling and dedup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    pub kind: &'static str,
+    pub key: String,
+}
+
+/// A job ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: &'static str,
+    pub payload: Vec<u8>,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+    pub priority: i32,
+    /// Unique within the kind; a second job with the same key is skipped.
+    pub key: Option<String>,
+}
+
+impl NewJob {
+    /// Encodes `job` to run at `run_at`.
+    pub fn new<J: Job>(job: &J, run_at: DateTime<Utc>) -> Result<Self, QueueError> {
+        let payload = serde_json::to_vec(job).map_err(|source| QueueError::Encode {
+            kind: J::KIND,
+            source,
+        })?;
+        Ok(Self {
+            kind: J::KIND,
+            payload,
+            run_at,
+            max_attempts: J::MAX_ATTEMPTS,
+            priority: 0,
+            key: None,
+        })
+    }
+
+    /// Sets the job's key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}

@@ -1,0 +1,83 @@
+//! Idempotent requests: the same key and payload returns the first result; the same key with
+//! another payload is a conflict.
+//!
+//! Keys are scoped per tenant. The lookup and the save both run after the tenant's row lock is
+//! taken, so two requests with one key are serialized by that lock: the second sees the first's
+//! committed row and replays it. The fingerprint is a SHA-256 over the operation name and the
+//! request's canonical JSON.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+use crate::StoreError;
+
+/// The fingerprint of a request.
+pub fn fingerprint<T: Serialize>(operation: &str, request: &T) -> Result<String, StoreError> {
+    let body = serde_json::to_vec(request)
+        .map_err(|e| StoreError::Corrupt(format!("request does not encode: {e}")))?;
+    let mut h = Sha256::new();
+    h.update(operation.as_bytes());
+    h.update([0]);
+    h.update(&body);
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The stored response for `key`, if any, checked against `fingerprint`.
+pub async fn lookup<R: DeserializeOwned>(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+    operation: &str,
+    fingerprint: &str,
+) -> Result<Option<R>, StoreError> {
+    let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT operation, fingerprint, response FROM idempotency_keys
+          WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some((op, fp, response)) if op == operation && fp == fingerprint => {
+            serde_json::from_value(response)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("stored response for key '{key}': {e}")))
+        }
+        Some((op, _, _)) => Err(StoreError::IdempotencyConflict {
+            key: key.to_owned(),
+            operation: op,
+        }),
+    }
+}
+
+/// Saves the response for `key`.
+pub async fn save<R: Serialize>(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+    operation: &str,
+    fingerprint: &str,
+    response: &R,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let response = serde_json::to_value(response)
+        .map_err(|e| StoreError::Corrupt(format!("response does not encode: {e}")))?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, idempotency_key, operation, fingerprint, response, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .bind(operation)
+    .bind(fingerprint)
+    .bind(response)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

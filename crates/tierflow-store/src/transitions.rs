@@ -1,0 +1,585 @@
+//! Transitions: [`request_transition`], [`provision_tenant`], [`cancel_transition`], history.
+//!
+//! [`request_transition`] is the heart of tierflow. In one savepoint on the caller's connection
+//! it:
+//! 1. locks the tenant row (changes for one tenant are serialized);
+//! 2. replays the stored result if the idempotency key was seen with the same request, or
+//!    refuses it if it was seen with another;
+//! 3. asks [`plan_transition`] what the request changes;
+//! 4. cancels the superseded pending downgrade — its row, its restriction holds, its scheduled
+//!    actions and its not-yet-run jobs;
+//! 5. writes the new tier or status, the transition row, the new holds, the actions and their
+//!    jobs (in the apalis queue table, same transaction), and an audit row;
+//! 6. reads back the effective entitlement and stores the result under the idempotency key.
+//!
+//! Any error rolls the savepoint back: nothing is left behind, even if the caller commits.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection};
+use tierflow_domain::effective::EffectiveEntitlement;
+use tierflow_domain::ids::{Actor, IdempotencyKey, Reason, TenantId, TierId, TransitionId};
+use tierflow_domain::restriction::RestrictionSource;
+use tierflow_domain::transition::{
+    Action, CurrentState, EntitlementStatus, GracePeriod, PlannedAction, Target, TransitionKind,
+    TransitionPlan, TransitionStatus, plan_transition,
+};
+use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEvent};
+use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
+use crate::rows::{TransitionRecord, TransitionRow, convert, transition_columns};
+use crate::{Context, StoreError, idempotency, restrictions, tenants, tiers};
+
+/// A request to change a tenant's tier or status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRequest {
+    pub tenant_id: TenantId,
+    pub target: Target,
+    /// The grace of a downgrade; `None` takes the configured default.
+    pub grace: Option<GracePeriod>,
+    pub reason: Option<Reason>,
+    pub requested_by: Actor,
+    /// Makes the request safe to retry (scoped to the tenant).
+    #[serde(skip)]
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A job scheduled by a transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledJob {
+    pub kind: String,
+    pub job_id: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A pending downgrade cancelled by a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superseded {
+    pub transition_id: TransitionId,
+    /// Ids of the jobs cancelled before they ran.
+    pub cancelled_jobs: Vec<String>,
+}
+
+/// What a transition request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionOutcome {
+    pub transition: TransitionRecord,
+    pub jobs: Vec<ScheduledJob>,
+    pub superseded: Option<Superseded>,
+    pub entitlement: EffectiveEntitlement,
+    /// True when this is the stored result of an earlier request with the same idempotency key.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+const OP_TRANSITION: &str = "transition";
+
+/// Requests a transition inside the caller's transaction (see the module doc for the steps).
+pub async fn request_transition(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    req: TransitionRequest,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = conn.begin().await?;
+    let outcome = request_in(&mut tx, ctx, &req).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn request_in(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    req: &TransitionRequest,
+) -> Result<TransitionOutcome, StoreError> {
+    let now = ctx.clock.now();
+    let tenant = tenants::lock(conn, &req.tenant_id).await?;
+    let idem = match &req.idempotency_key {
+        Some(key) => {
+            let fp = idempotency::fingerprint(OP_TRANSITION, req)?;
+            let prior: Option<TransitionOutcome> = idempotency::lookup(
+                conn,
+                tenant.tenant_id.as_str(),
+                key.as_str(),
+                OP_TRANSITION,
+                &fp,
+            )
+            .await?;
+            if let Some(mut prior) = prior {
+                prior.replayed = true;
+                return Ok(prior);
+            }
+            Some((key, fp))
+        }
+        None => None,
+    };
+
+    let current = tiers::get(conn, &tenant.tier_id).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!("tenant on missing tier '{}'", tenant.tier_id))
+    })?;
+    let to_tier = match &req.target {
+        Target::Tier(id) => Some(
+            tiers::get(conn, id)
+                .await?
+                .ok_or_else(|| StoreError::UnknownTier(id.to_string()))?,
+        ),
+        Target::Suspend | Target::Reactivate => None,
+    };
+    let pending = tenants::pending(conn, &tenant.tenant_id).await?;
+    let pending_downgrade = pending.as_ref().and_then(TransitionRecord::as_pending);
+    let plan = plan_transition(
+        TransitionId::new(),
+        CurrentState {
+            tier: &current,
+            status: tenant.status,
+            pending: pending_downgrade.as_ref(),
+        },
+        &req.target,
+        to_tier.as_ref(),
+        req.grace.unwrap_or(ctx.default_grace),
+        now,
+    )?;
+
+    let write = Write {
+        tenant: &tenant,
+        actor: req.requested_by.as_str(),
+        reason: req.reason.as_ref().map(Reason::as_str),
+        idempotency_key: req.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+        now,
+    };
+    let superseded = match plan.supersedes {
+        Some(old) => Some(cancel_pending(conn, &write, old, Some(plan.transition_id)).await?),
+        None => None,
+    };
+    let (transition, jobs) = write_plan(conn, &write, &plan).await?;
+    let entitlement = tenants::effective_at(conn, &tenant.tenant_id, now).await?;
+    let outcome = TransitionOutcome {
+        transition,
+        jobs,
+        superseded,
+        entitlement,
+        replayed: false,
+    };
+    if let Some((key, fp)) = idem {
+        let t = tenant.tenant_id.as_str();
+        idempotency::save(conn, t, key.as_str(), OP_TRANSITION, &fp, &outcome, now).await?;
+    }
+    Ok(outcome)
+}
+
+/// Who and when, shared by every write of one request.
+struct Write<'a> {
+    tenant: &'a tenants::LockedTenant,
+    actor: &'a str,
+    reason: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    now: DateTime<Utc>,
+}
+
+impl Write<'_> {
+    fn audit(
+        &self,
+        action: &'static str,
+        subject: String,
+        details: serde_json::Value,
+    ) -> AuditEvent<'_> {
+        AuditEvent {
+            tenant_id: self.tenant.tenant_id.as_str(),
+            occurred_at: self.now,
+            actor: self.actor,
+            action,
+            subject_type: "transition",
+            subject_id: subject,
+            reason: self.reason,
+            idempotency_key: self.idempotency_key,
+            details,
+        }
+    }
+}
+
+/// Writes a planned transition: tenant row, transition row, holds, actions, jobs, audit.
+async fn write_plan(
+    conn: &mut PgConnection,
+    w: &Write<'_>,
+    plan: &TransitionPlan,
+) -> Result<(TransitionRecord, Vec<ScheduledJob>), StoreError> {
+    let tenant_id = &w.tenant.tenant_id;
+    // A first assignment comes from nowhere.
+    let first = plan.kind == TransitionKind::Provision;
+    let version = tenants::bump(conn, w.tenant, &plan.tier_now, plan.to_status, w.now).await?;
+    let record = TransitionRecord {
+        id: plan.transition_id,
+        tenant_id: tenant_id.to_string(),
+        kind: plan.kind,
+        status: plan.status,
+        from_tier: (!first).then(|| plan.from_tier.clone()),
+        to_tier: plan.to_tier.clone(),
+        from_status: (!first).then_some(plan.from_status),
+        to_status: plan.to_status,
+        reason: w.reason.map(str::to_owned),
+        requested_by: w.actor.to_owned(),
+        requested_at: w.now,
+        effective_at: plan.effective_at,
+        grace_ends_at: plan.grace_ends_at,
+        cancelled_at: None,
+        cancelled_by: None,
+        tenant_version: version,
+    };
+    insert_record(conn, &record, w.idempotency_key).await?;
+
+    // The superseded downgrade's holds were lifted when it was cancelled.
+    let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
+    let lift: Vec<_> = plan
+        .lift
+        .iter()
+        .filter(|s| Some(*s) != superseded.as_ref())
+        .cloned()
+        .collect();
+    restrictions::lift(conn, tenant_id, &lift).await?;
+    restrictions::hold(conn, tenant_id, &plan.hold, plan.transition_id, w.now).await?;
+    let jobs = schedule_actions(conn, tenant_id, plan.transition_id, &plan.actions).await?;
+
+    let details = serde_json::json!({
+        "from_tier": plan.from_tier, "to_tier": plan.to_tier,
+        "from_status": plan.from_status, "to_status": plan.to_status,
+        "status": plan.status, "grace_ends_at": plan.grace_ends_at,
+        "held": plan.hold.iter().map(|h| h.restriction.as_str()).collect::<Vec<_>>(),
+        "lifted": plan.lift.iter().map(RestrictionSource::key).collect::<Vec<_>>(),
+        "jobs": jobs.iter().map(|j| serde_json::json!({"kind": j.kind, "job_id": j.job_id, "due_at": j.due_at})).collect::<Vec<_>>(),
+        "tenant_version": version,
+    });
+    let action = match plan.kind {
+        TransitionKind::Provision => "transition.provision",
+        TransitionKind::Upgrade => "transition.upgrade",
+        TransitionKind::Downgrade => "transition.downgrade",
+        TransitionKind::Lateral => "transition.lateral",
+        TransitionKind::Suspension => "transition.suspension",
+        TransitionKind::Reactivation => "transition.reactivation",
+    };
+    audit::record(
+        conn,
+        w.audit(action, plan.transition_id.to_string(), details),
+    )
+    .await?;
+    Ok((record, jobs))
+}
+
+async fn insert_record(
+    conn: &mut PgConnection,
+    r: &TransitionRecord,
+    idempotency_key: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tier_transitions
+           (id, tenant_id, kind, status, from_tier_id, to_tier_id, from_status, to_status, reason,
+            requested_by, requested_at, effective_at, grace_ends_at, idempotency_key, tenant_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(r.id.0)
+    .bind(&r.tenant_id)
+    .bind(r.kind.as_str())
+    .bind(r.status.as_str())
+    .bind(r.from_tier.as_ref().map(TierId::as_str))
+    .bind(r.to_tier.as_str())
+    .bind(r.from_status.map(EntitlementStatus::as_str))
+    .bind(r.to_status.as_str())
+    .bind(&r.reason)
+    .bind(&r.requested_by)
+    .bind(r.requested_at)
+    .bind(r.effective_at)
+    .bind(r.grace_ends_at)
+    .bind(idempotency_key)
+    .bind(r.tenant_version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Enqueues one job per planned action and records the actions.
+async fn schedule_actions(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    transition_id: TransitionId,
+    actions: &[PlannedAction],
+) -> Result<Vec<ScheduledJob>, StoreError> {
+    if actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = jobs::transition_key(transition_id);
+    let mut new_jobs = Vec::with_capacity(actions.len());
+    for a in actions {
+        let (tenant_id, transition_id) = (tenant_id.clone(), transition_id);
+        let job = match a.action {
+            Action::VoiceDisable => NewJob::new(
+                &VoiceDisable {
+                    tenant_id,
+                    transition_id,
+                },
+                a.due_at,
+            ),
+            Action::SlaFreeze => NewJob::new(
+                &SlaFreeze {
+                    tenant_id,
+                    transition_id,
+                },
+                a.due_at,
+            ),
+            Action::ApplyDowngrade => NewJob::new(
+                &ApplyDowngrade {
+                    tenant_id,
+                    transition_id,
+                },
+                a.due_at,
+            ),
+        }?;
+        new_jobs.push(job.with_key(key.clone()));
+    }
+    let written = enqueue(conn, new_jobs).await?;
+    let scheduled: Vec<ScheduledJob> = actions
+        .iter()
+        .filter_map(|a| {
+            let kind = jobs::action_kind(a.action);
+            written
+                .iter()
+                .find(|j| j.kind == kind)
+                .map(|j| ScheduledJob {
+                    kind: kind.to_owned(),
+                    job_id: j.id.clone(),
+                    due_at: a.due_at,
+                })
+        })
+        .collect();
+    if scheduled.len() != actions.len() {
+        return Err(StoreError::Corrupt(format!(
+            "jobs for transition {transition_id} already existed in the queue"
+        )));
+    }
+    let names: Vec<&str> = actions.iter().map(|a| a.action.as_str()).collect();
+    let due: Vec<DateTime<Utc>> = actions.iter().map(|a| a.due_at).collect();
+    let ids: Vec<&str> = scheduled.iter().map(|j| j.job_id.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
+         SELECT $1, a, $2, d, j FROM unnest($3::text[], $4::timestamptz[], $5::text[]) AS t(a, d, j)",
+    )
+    .bind(transition_id.0)
+    .bind(tenant_id.as_str())
+    .bind(&names)
+    .bind(&due)
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(scheduled)
+}
+
+/// Cancels a pending downgrade: its row, its holds, its scheduled actions and not-yet-run jobs.
+async fn cancel_pending(
+    conn: &mut PgConnection,
+    w: &Write<'_>,
+    id: TransitionId,
+    by: Option<TransitionId>,
+) -> Result<Superseded, StoreError> {
+    sqlx::query(
+        "UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
+          WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id.0)
+    .bind(w.now)
+    .bind(by.map(|b| b.0))
+    .execute(&mut *conn)
+    .await?;
+    restrictions::lift(
+        conn,
+        &w.tenant.tenant_id,
+        &[RestrictionSource::PendingDowngrade(id)],
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE transition_actions SET status = 'cancelled'
+          WHERE transition_id = $1 AND status = 'scheduled'",
+    )
+    .bind(id.0)
+    .execute(&mut *conn)
+    .await?;
+    let why = match by {
+        Some(by) => format!("cancelled: transition {id} superseded by {by}"),
+        None => format!("cancelled: transition {id} cancelled"),
+    };
+    let cancelled = cancel_by_keys(conn, &jobs::transition_job_keys(id), &why).await?;
+    let cancelled_jobs: Vec<String> = cancelled.into_iter().map(|j| j.id).collect();
+    let details = serde_json::json!({ "cancelled_by": by, "cancelled_jobs": cancelled_jobs });
+    audit::record(
+        conn,
+        w.audit("transition.cancelled", id.to_string(), details),
+    )
+    .await?;
+    Ok(Superseded {
+        transition_id: id,
+        cancelled_jobs,
+    })
+}
+
+/// A request to give a new tenant its first tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    pub tenant_id: TenantId,
+    pub tier_id: TierId,
+    pub reason: Option<Reason>,
+    pub requested_by: Actor,
+}
+
+/// Creates a tenant on `tier_id`, recorded as a `provision` transition.
+pub async fn provision_tenant(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    req: ProvisionRequest,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = conn.begin().await?;
+    let now = ctx.clock.now();
+    let tier = tiers::get(&mut tx, &req.tier_id)
+        .await?
+        .ok_or_else(|| StoreError::UnknownTier(req.tier_id.to_string()))?;
+    if !tier.active {
+        return Err(tierflow_domain::DomainError::InactiveTier(tier.tier_id.to_string()).into());
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO tenant_entitlements (tenant_id, tier_id, status, effective_at, version, created_at, updated_at)
+         VALUES ($1, $2, 'active', $3, 0, $3, $3) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(req.tenant_id.as_str())
+    .bind(req.tier_id.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::TenantExists(req.tenant_id.to_string()));
+    }
+    let tenant = tenants::lock(&mut tx, &req.tenant_id).await?;
+    let plan = TransitionPlan {
+        transition_id: TransitionId::new(),
+        kind: TransitionKind::Provision,
+        status: TransitionStatus::Effective,
+        from_tier: req.tier_id.clone(),
+        to_tier: req.tier_id.clone(),
+        from_status: EntitlementStatus::Active,
+        to_status: EntitlementStatus::Active,
+        effective_at: now,
+        grace_ends_at: None,
+        tier_now: req.tier_id.clone(),
+        supersedes: None,
+        lift: vec![],
+        hold: vec![],
+        actions: vec![],
+    };
+    let w = Write {
+        tenant: &tenant,
+        actor: req.requested_by.as_str(),
+        reason: req.reason.as_ref().map(Reason::as_str),
+        idempotency_key: None,
+        now,
+    };
+    let (transition, jobs) = write_plan(&mut tx, &w, &plan).await?;
+    let entitlement = tenants::effective_at(&mut tx, &tenant.tenant_id, now).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome {
+        transition,
+        jobs,
+        superseded: None,
+        entitlement,
+        replayed: false,
+    })
+}
+
+/// What cancelling a pending transition did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOutcome {
+    pub transition: TransitionRecord,
+    pub cancelled_jobs: Vec<String>,
+    pub entitlement: EffectiveEntitlement,
+}
+
+/// Cancels a pending downgrade on request: the tenant keeps its tier and the downgrade's holds
+/// are lifted.
+pub async fn cancel_transition(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    tenant_id: &TenantId,
+    transition_id: TransitionId,
+    actor: &Actor,
+    reason: Option<&Reason>,
+) -> Result<CancelOutcome, StoreError> {
+    let mut tx = conn.begin().await?;
+    let now = ctx.clock.now();
+    let tenant = tenants::lock(&mut tx, tenant_id).await?;
+    let record = get(&mut tx, tenant_id, transition_id)
+        .await?
+        .ok_or_else(|| StoreError::UnknownTransition(transition_id.to_string()))?;
+    if record.status != TransitionStatus::Pending {
+        return Err(StoreError::TransitionNotPending {
+            id: transition_id.to_string(),
+            status: record.status.to_string(),
+        });
+    }
+    let w = Write {
+        tenant: &tenant,
+        actor: actor.as_str(),
+        reason: reason.map(Reason::as_str),
+        idempotency_key: None,
+        now,
+    };
+    let superseded = cancel_pending(&mut tx, &w, transition_id, None).await?;
+    tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
+    let transition = get(&mut tx, tenant_id, transition_id)
+        .await?
+        .ok_or_else(|| StoreError::UnknownTransition(transition_id.to_string()))?;
+    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
+    tx.commit().await?;
+    Ok(CancelOutcome {
+        transition,
+        cancelled_jobs: superseded.cancelled_jobs,
+        entitlement,
+    })
+}
+
+/// One of the tenant's transitions.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    id: TransitionId,
+) -> Result<Option<TransitionRecord>, StoreError> {
+    let row: Option<TransitionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        transition_columns!(),
+        " FROM tier_transitions WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id.as_str())
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    row.map(TransitionRecord::try_from).transpose()
+}
+
+/// The tenant's transitions, newest first, `limit` at a time, starting after `before` (the
+/// `(requested_at, id)` of the last row of the previous page).
+pub async fn history(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    limit: i64,
+    before: Option<(DateTime<Utc>, Uuid)>,
+) -> Result<Vec<TransitionRecord>, StoreError> {
+    let (at, id) = before.unzip();
+    let rows: Vec<TransitionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        transition_columns!(),
+        " FROM tier_transitions WHERE tenant_id = $1
+           AND ($2::timestamptz IS NULL OR (requested_at, id) < ($2, $3))
+         ORDER BY requested_at DESC, id DESC LIMIT $4"
+    ))
+    .bind(tenant_id.as_str())
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    convert(rows)
+}
