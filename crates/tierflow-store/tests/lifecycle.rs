@@ -1,0 +1,232 @@
+//! The timed side of transitions with an injected clock: grace periods fast-forwarded, each job's
+//! effect applied once, restrictions per source, suspension combined with a downgrade.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use tierflow_domain::transition::{Action, Target};
+use tierflow_store::actions::{ActionOutcome, run_transition_action};
+use tierflow_store::{audit, tenants, transitions};
+
+async fn run(
+    f: &Fixture,
+    tenant: &str,
+    id: tierflow_domain::ids::TransitionId,
+    a: Action,
+) -> ActionOutcome {
+    let mut conn = f.pool().acquire().await.unwrap();
+    run_transition_action(&mut conn, &f.ctx, &tid(tenant), id, a)
+        .await
+        .unwrap()
+}
+
+async fn audit_actions(f: &Fixture, tenant: &str) -> Vec<String> {
+    let mut conn = f.pool().acquire().await.unwrap();
+    audit::for_tenant(&mut conn, tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect()
+}
+
+/// Fast-forwarding the clock past the grace end lets `apply_downgrade` move the tier; before it,
+/// the job is told to come back at the grace end; after it, a second run does nothing and says so.
+#[tokio::test]
+async fn grace_period_fast_forwarded_applies_the_downgrade_once() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let down = f
+        .request(to_tier("acme", "starter", 7 * 24 * 3600))
+        .await
+        .unwrap();
+    let id = down.transition.id;
+    let ends = down.transition.grace_ends_at.unwrap();
+
+    assert_eq!(
+        run(&f, "acme", id, Action::ApplyDowngrade).await,
+        ActionOutcome::NotYetDue { due_at: ends }
+    );
+    f.advance(Duration::days(7));
+    let applied = run(&f, "acme", id, Action::ApplyDowngrade).await;
+    assert!(
+        matches!(applied, ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+    match run(&f, "acme", id, Action::ApplyDowngrade).await {
+        ActionOutcome::NoOp { reason } => assert!(reason.contains("already done"), "{reason}"),
+        other => panic!("second run: {other:?}"),
+    }
+
+    let mut conn = f.pool().acquire().await.unwrap();
+    let e = tenants::effective(&mut conn, &f.ctx, &tid("acme"))
+        .await
+        .unwrap();
+    assert_eq!(e.tier_id.as_str(), "starter");
+    assert!(e.pending_downgrade.is_none());
+    assert!(
+        e.restriction_sources.is_empty(),
+        "grace holds lifted: {:?}",
+        e.restriction_sources
+    );
+    assert!(
+        !e.features["voice"].value,
+        "starter has no voice of its own"
+    );
+    let t = transitions::get(&mut conn, &tid("acme"), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.status.as_str(), "effective");
+    assert_eq!(t.effective_at, f.now());
+    let trail = audit_actions(&f, "acme").await;
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|a| *a == "action.apply_downgrade")
+            .count(),
+        1
+    );
+}
+
+/// `voice_disable` and `sla_freeze` each record their enforcement once.
+#[tokio::test]
+async fn enforcement_actions_run_once() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let id = f
+        .request(to_tier("acme", "starter", 3600))
+        .await
+        .unwrap()
+        .transition
+        .id;
+    for a in [Action::VoiceDisable, Action::SlaFreeze] {
+        assert!(matches!(
+            run(&f, "acme", id, a).await,
+            ActionOutcome::Applied { .. }
+        ));
+        assert!(matches!(
+            run(&f, "acme", id, a).await,
+            ActionOutcome::NoOp { .. }
+        ));
+    }
+    let trail = audit_actions(&f, "acme").await;
+    assert_eq!(
+        trail,
+        [
+            "transition.provision",
+            "transition.downgrade",
+            "action.voice_disable",
+            "action.sla_freeze"
+        ]
+    );
+}
+
+/// A cancelled downgrade's jobs never apply, even if one runs anyway.
+#[tokio::test]
+async fn cancelled_downgrade_never_applies() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let id = f
+        .request(to_tier("acme", "starter", 60))
+        .await
+        .unwrap()
+        .transition
+        .id;
+    let mut conn = f.pool().acquire().await.unwrap();
+    let cancelled =
+        transitions::cancel_transition(&mut conn, &f.ctx, &tid("acme"), id, &actor(), None)
+            .await
+            .unwrap();
+    assert_eq!(cancelled.cancelled_jobs.len(), 3);
+    assert!(!cancelled.entitlement.restrictions.voice_disabled);
+    f.advance(Duration::seconds(61));
+    for a in [
+        Action::VoiceDisable,
+        Action::SlaFreeze,
+        Action::ApplyDowngrade,
+    ] {
+        assert!(
+            matches!(run(&f, "acme", id, a).await, ActionOutcome::NoOp { .. }),
+            "{a}"
+        );
+    }
+    let e = tenants::effective(&mut conn, &f.ctx, &tid("acme"))
+        .await
+        .unwrap();
+    assert_eq!(e.tier_id.as_str(), "professional");
+    // Cancelling twice is refused with the reason.
+    let again =
+        transitions::cancel_transition(&mut conn, &f.ctx, &tid("acme"), id, &actor(), None).await;
+    assert!(again.unwrap_err().to_string().contains("is cancelled"));
+}
+
+/// Suspension during grace and reactivation: lifting the suspension keeps the downgrade's
+/// restrictions; applying the downgrade keeps the suspension's.
+#[tokio::test]
+async fn lifting_one_source_keeps_restrictions_another_holds() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let down = f.request(to_tier("acme", "starter", 3600)).await.unwrap();
+    let suspended = f.request(to_status("acme", Target::Suspend)).await.unwrap();
+    assert_eq!(suspended.entitlement.status.as_str(), "suspended");
+    assert_eq!(
+        suspended
+            .entitlement
+            .restriction_sources
+            .values()
+            .next()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        suspended.entitlement.pending_downgrade.is_some(),
+        "downgrade keeps running"
+    );
+
+    let back = f
+        .request(to_status("acme", Target::Reactivate))
+        .await
+        .unwrap();
+    assert_eq!(back.entitlement.status.as_str(), "active");
+    assert!(
+        back.entitlement.restrictions.voice_disabled,
+        "the downgrade still holds voice"
+    );
+
+    f.request(to_status("acme", Target::Suspend)).await.unwrap();
+    f.advance(Duration::seconds(3600));
+    run(&f, "acme", down.transition.id, Action::ApplyDowngrade).await;
+    let mut conn = f.pool().acquire().await.unwrap();
+    let e = tenants::effective(&mut conn, &f.ctx, &tid("acme"))
+        .await
+        .unwrap();
+    assert_eq!(e.tier_id.as_str(), "starter");
+    assert_eq!(
+        e.status.as_str(),
+        "suspended",
+        "the suspension outlives the downgrade"
+    );
+    assert!(e.restrictions.voice_disabled && e.restrictions.routing_degraded);
+    let sources: Vec<String> = e
+        .restriction_sources
+        .values()
+        .flatten()
+        .map(|s| s.key())
+        .collect();
+    assert!(sources.iter().all(|s| s == "suspension"), "{sources:?}");
+}
+
+/// A zero-grace downgrade applies at once with no jobs and no holds.
+#[tokio::test]
+async fn zero_grace_downgrade_applies_at_once() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let out = f.request(to_tier("acme", "starter", 0)).await.unwrap();
+    assert_eq!(out.transition.status.as_str(), "effective");
+    assert_eq!(out.entitlement.tier_id.as_str(), "starter");
+    assert!(out.jobs.is_empty());
+    assert!(f.jobs().await.is_empty());
+}

@@ -1,0 +1,63 @@
+//! `migrate` on an empty database: several replicas at once, then again (idempotent).
+
+use futures::future::join_all;
+use tierflow_store::migrate::{is_current, migrate};
+use tierflow_store::tiers;
+use tierflow_testdb::TestDb;
+
+/// Four replicas migrating at the same moment all succeed; exactly one applies the migrations and
+/// seeds the tiers; a later run does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_once() {
+    let db = TestDb::empty().await;
+    assert!(!is_current(db.pool()).await.unwrap());
+    let pools: Vec<_> = (0..4)
+        .map(|_| sqlx::PgPool::connect_lazy_with(db.options()))
+        .collect();
+    let reports = join_all(pools.iter().map(migrate)).await;
+    let reports: Vec<_> = reports.into_iter().map(Result::unwrap).collect();
+    assert_eq!(reports.iter().filter(|r| r.tierflow_applied > 0).count(), 1);
+    assert_eq!(reports.iter().filter(|r| r.queue_applied > 0).count(), 1);
+    assert_eq!(reports.iter().map(|r| r.tiers_seeded).sum::<usize>(), 4);
+    assert!(is_current(db.pool()).await.unwrap());
+
+    let again = migrate(db.pool()).await.unwrap();
+    assert_eq!(
+        (
+            again.queue_applied,
+            again.tierflow_applied,
+            again.tiers_seeded
+        ),
+        (0, 0, 0)
+    );
+    let mut conn = db.pool().acquire().await.unwrap();
+    let ids: Vec<String> = tiers::list(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tier_id.to_string())
+        .collect();
+    assert_eq!(ids, ["free", "starter", "professional", "enterprise"]);
+}
+
+/// Seeding never undoes an operator's edit of a canonical tier.
+#[tokio::test]
+async fn seeding_keeps_operator_edits() {
+    let db = TestDb::new().await;
+    sqlx::query("UPDATE tiers SET name = 'Pro (2026)' WHERE tier_id = 'professional'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    assert_eq!(
+        tiers::seed_canonical(&mut conn, chrono::Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    let name: String = sqlx::query_scalar("SELECT name FROM tiers WHERE tier_id = 'professional'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(name, "Pro (2026)");
+}
