@@ -1,1 +1,4 @@
+//! End-to-end tests of the `tierflow` binary. See `tests/README.md`.
 
+mod cli;
+mod support;

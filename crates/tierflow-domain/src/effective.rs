@@ -229,7 +229,9 @@ mod tests {
         for f in ["voice", "sla_timers", "escalation", "priority_routing"] {
             assert!(!e.features[f].value, "{f} off");
             match &e.features[f].provenance {
-                Provenance::Restriction { held_by, .. } => assert_eq!(held_by, &[source.clone()]),
+                Provenance::Restriction { held_by, .. } => {
+                    assert_eq!(held_by, std::slice::from_ref(&source))
+                }
                 other => panic!("{f}: {other:?}"),
             }
         }

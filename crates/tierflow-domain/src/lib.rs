@@ -7,14 +7,14 @@
 //! answer in one transaction.
 //!
 //! # Layout
-//! - [`ids`]: parsed identifiers and short texts (`TenantId`, `TierId`, `Actor`, `Reason`, …).
-//! - [`clock`]: the injectable clock the store and worker read time from.
-//! - [`tier`]: tiers, their categories and ranks, and the canonical set that `tiers seed` writes.
-//! - [`restriction`]: the four restriction flags and the sources that hold them.
-//! - [`transition`]: classification by rank and the plan of a transition (state changes + jobs).
-//! - [`limit_override`]: temporary limit overrides and when they are active.
-//! - [`effective`]: the effective entitlement with the provenance of every value.
-//! - [`error`]: [`DomainError`], every way a rule can say no.
+//! - [`ids`] — parsed identifiers and short texts (`TenantId`, `TierId`, `Actor`, `Reason`, …).
+//! - [`clock`] — the injectable clock the store and worker read time from.
+//! - [`tier`] — tiers, their categories and ranks, and the canonical set that `tiers seed` writes.
+//! - [`restriction`] — the four restriction flags and the sources that hold them.
+//! - [`transition`] — classification by rank and the plan of a transition (state changes + jobs).
+//! - [`limit_override`] — temporary limit overrides and when they are active.
+//! - [`effective`] — the effective entitlement with the provenance of every value.
+//! - [`error`] — [`DomainError`], every way a rule can say no.
 
 pub mod clock;
 pub mod effective;

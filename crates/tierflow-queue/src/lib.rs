@@ -12,12 +12,12 @@
 //! keys, not tenants or tiers.
 //!
 //! # Layout
-//! - [`job`]: the [`Job`] trait a payload implements (kind name, attempts) and [`NewJob`].
-//! - [`enqueue`]: [`enqueue()`] and [`cancel_by_keys`], both on the caller's connection, so
+//! - [`job`] — the [`Job`] trait a payload implements (kind name, attempts) and [`NewJob`].
+//! - [`enqueue`] — [`enqueue()`] and [`cancel_by_keys`], both on the caller's connection, so
 //!   they join the caller's transaction.
-//! - [`state`]: the job states stored in `apalis.jobs.status`.
-//! - [`schema`]: the apalis migrations.
-//! - [`error`]: [`QueueError`].
+//! - [`state`] — the job states stored in `apalis.jobs.status`.
+//! - [`schema`] — the apalis migrations.
+//! - [`error`] — [`QueueError`].
 
 pub mod enqueue;
 pub mod error;

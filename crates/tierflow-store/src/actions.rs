@@ -52,8 +52,15 @@ pub async fn run_transition_action(
     let mut tx = conn.begin().await?;
     let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, tenant_id).await?;
-    let row: Option<(String, String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
-        "SELECT t.status, t.to_tier_id, t.grace_ends_at, a.status
+    #[derive(sqlx::FromRow)]
+    struct Due {
+        status: String,
+        to_tier_id: String,
+        grace_ends_at: Option<DateTime<Utc>>,
+        action_status: Option<String>,
+    }
+    let row: Option<Due> = sqlx::query_as(
+        "SELECT t.status, t.to_tier_id, t.grace_ends_at, a.status AS action_status
            FROM tier_transitions t
            LEFT JOIN transition_actions a ON a.transition_id = t.id AND a.action = $3
           WHERE t.id = $1 AND t.tenant_id = $2
@@ -64,7 +71,13 @@ pub async fn run_transition_action(
     .bind(action.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, to_tier, grace_ends_at, action_status)) = row else {
+    let Some(Due {
+        status,
+        to_tier_id: to_tier,
+        grace_ends_at,
+        action_status,
+    }) = row
+    else {
         return Ok(no_op(format!("transition {transition_id} does not exist")));
     };
     let status = TransitionStatus::parse(&status).map_err(corrupt("transition status"))?;

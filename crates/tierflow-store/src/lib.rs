@@ -8,15 +8,15 @@
 //! exactly as it was, even if the caller then commits.
 //!
 //! # Layout
-//! - [`migrate`]: applies the queue's and tierflow's migrations under one advisory lock, then seeds.
-//! - [`tiers`]: the tier catalogue (seed, list, get).
-//! - [`tenants`]: provisioning, the tenant lock, and the effective entitlement read.
-//! - [`transitions`]: [`request_transition`], cancel, history.
-//! - [`overrides`]: create and remove temporary limit overrides.
-//! - [`actions`]: what each job does to tierflow's state, once (called by the worker).
-//! - [`jobs`]: the job payloads tierflow enqueues, and their kind names and attempt budgets.
-//! - [`audit`], [`idempotency`]: the audit trail and replay of idempotent requests.
-//! - [`error`]: [`StoreError`].
+//! - [`migrate`] — applies the queue's and tierflow's migrations under one advisory lock, then seeds.
+//! - [`tiers`] — the tier catalogue (seed, list, get).
+//! - [`tenants`] — provisioning, the tenant lock, and the effective entitlement read.
+//! - [`transitions`] — [`request_transition`], cancel, history.
+//! - [`overrides`] — create and remove temporary limit overrides.
+//! - [`actions`] — what each job does to tierflow's state, once (called by the worker).
+//! - [`jobs`] — the job payloads tierflow enqueues, and their kind names and attempt budgets.
+//! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
+//! - [`error`] — [`StoreError`].
 
 pub mod actions;
 pub mod audit;

@@ -1,1 +1,40 @@
-fn main() {}
+//! The `tierflow` binary: parses the command line and hands off to one command module.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 the command failed (the message says why and
+//! what to do), 2 the command line was wrong (clap prints usage).
+
+mod cli;
+mod commands;
+mod database;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => commands::migrate::run(args).await,
+            Command::Tiers(args) => commands::tiers::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

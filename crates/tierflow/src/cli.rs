@@ -1,0 +1,90 @@
+//! The command line: every subcommand and flag, each flag also read from `TIERFLOW_<FLAG>`
+//! (shown in `--help`); the database from `DATABASE_URL`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::{migrate, tiers};
+use crate::telemetry::LogArgs;
+
+/// tierflow: the entitlement lifecycle service.
+///
+/// It owns which tier each tenant is on, what that tier allows right now, and the timed
+/// consequences of changing it (grace periods, expiring overrides), run as jobs in a PostgreSQL
+/// queue.
+#[derive(Debug, Parser)]
+#[command(name = "tierflow", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the queue's and tierflow's database migrations and seed the canonical tiers.
+    ///
+    /// Safe to run from several replicas at once (one applies, the others wait and find nothing
+    /// to do) and safe to re-run. Run it once per release, before rolling out new pods.
+    Migrate(migrate::MigrateArgs),
+    /// List, show and seed tiers.
+    Tiers(tiers::TiersArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://tierflow:secret@db:5432/tierflow. Never logged.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Largest number of connections this process opens.
+    #[arg(long, env = "TIERFLOW_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// Seconds to wait for the database before giving up.
+    #[arg(long, env = "TIERFLOW_DB_CONNECT_TIMEOUT", default_value_t = 10)]
+    pub db_connect_timeout: u64,
+}
+
+/// Output format of listing commands.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table (for scripts).
+    #[arg(long, env = "TIERFLOW_JSON")]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag of every subcommand documents itself and names its environment variable.
+    #[test]
+    fn every_flag_has_help_and_an_env_var() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_positional() {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} --{id} has no help");
+                assert!(arg.get_env().is_some(), "{path} --{id} has no env var");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no about",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "tierflow");
+    }
+}

@@ -1,0 +1,96 @@
+//! `tierflow migrate` and `tierflow tiers` as an operator runs them.
+
+use std::thread;
+
+use tierflow_testdb::TestDb;
+
+use crate::support::{stderr, stdout, tierflow};
+
+/// Three `tierflow migrate` processes started at once on an empty database all succeed, exactly
+/// one applies the migrations, and the canonical tiers are there once.
+#[tokio::test]
+async fn three_replicas_migrating_at_once_apply_once() {
+    let db = TestDb::empty().await;
+    let url = db.url();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || tierflow(&url, &["migrate"]))
+        })
+        .collect();
+    let outputs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    for o in &outputs {
+        assert!(o.status.success(), "migrate failed: {}", stderr(o));
+    }
+    let applied = outputs
+        .iter()
+        .filter(|o| !stdout(o).contains("0 queue, 0 tierflow"))
+        .count();
+    assert_eq!(
+        applied,
+        1,
+        "{:?}",
+        outputs.iter().map(stdout).collect::<Vec<_>>()
+    );
+
+    let list = tierflow(&url, &["tiers", "list", "--json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let tiers: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = tiers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tier_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["free", "starter", "professional", "enterprise"]);
+
+    let seed = tierflow(&url, &["tiers", "seed"]);
+    assert!(seed.status.success());
+    assert!(stdout(&seed).contains("inserted: 0"), "{}", stdout(&seed));
+    let show = tierflow(&url, &["tiers", "show", "professional"]);
+    assert!(
+        stdout(&show).contains("voice              on"),
+        "{}",
+        stdout(&show)
+    );
+}
+
+/// An unreachable database fails with exit code 1, a message naming the host and what to check,
+/// and never the password in the URL.
+#[test]
+fn unreachable_database_is_a_clear_error_without_the_secret() {
+    let o = tierflow(
+        "postgres://tierflow:hunter2@127.0.0.1:1/nowhere",
+        &["migrate", "--db-connect-timeout", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"),
+        "{err}"
+    );
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+}
+
+/// A wrong command line exits 2 with usage; a bad tier id says what is allowed.
+#[tokio::test]
+async fn bad_input_exits_with_the_reason() {
+    let o = tierflow("postgres://x@127.0.0.1:1/x", &["tiers", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let db = TestDb::new().await;
+    let o = tierflow(&db.url(), &["tiers", "show", "Pro Plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("lowercase ASCII letters"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tierflow(&db.url(), &["tiers", "show", "platinum"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("tier 'platinum' is not known"),
+        "{}",
+        stderr(&o)
+    );
+}
