@@ -6,12 +6,19 @@
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 
 /// A source of the current time.
+///
+/// Clocks return whole microseconds, PostgreSQL's `timestamptz` precision, so a time written to
+/// the database reads back equal to the value that was written.
 pub trait Clock: Send + Sync {
-    /// The current instant.
+    /// The current instant, in whole microseconds.
     fn now(&self) -> DateTime<Utc>;
+}
+
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 /// The wall clock, for production.
@@ -20,7 +27,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        to_micros(Utc::now())
     }
 }
 
@@ -53,7 +60,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+        to_micros(*self.now.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -63,10 +70,20 @@ mod tests {
 
     #[test]
     fn manual_clock_moves_only_when_advanced() {
-        let start = Utc::now();
+        let start = SystemClock.now();
         let clock = ManualClock::new(start);
         assert_eq!(clock.now(), start);
         clock.advance(Duration::seconds(90));
         assert_eq!(clock.now(), start + Duration::seconds(90));
+    }
+
+    #[test]
+    fn clocks_keep_microseconds_like_postgres() {
+        assert_eq!(SystemClock.now().timestamp_subsec_nanos() % 1_000, 0);
+        let t: DateTime<Utc> = "2026-11-25T12:00:00.123456789Z".parse().unwrap();
+        assert_eq!(
+            ManualClock::new(t).now().timestamp_subsec_nanos(),
+            123_456_000
+        );
     }
 }
