@@ -15,6 +15,14 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     /// Attempts before the job is dead.
     const MAX_ATTEMPTS: i32 = 10;
+    /// Longest one attempt may run; past it the attempt fails (and, if its worker is gone, the
+    /// rescuer reclaims it).
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Delay before attempt `failed_attempts + 1`, after `failed_attempts` failures.
+    fn backoff(failed_attempts: i32) -> std::time::Duration {
+        crate::retry::exponential_backoff(failed_attempts)
+    }
 }
 
 /// The key of one job within its kind: for cancelling, rescheduling and dedup.

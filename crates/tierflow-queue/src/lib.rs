@@ -16,16 +16,33 @@
 //! - [`enqueue`] — [`enqueue()`] and [`cancel_by_keys`], both on the caller's connection, so
 //!   they join the caller's transaction.
 //! - [`state`] — the job states stored in `apalis.jobs.status`.
+//! - [`fleet`] — a worker process's runtime: per kind a [`producer`] (claims due jobs, woken by
+//!   the [`notifier`], with a polling floor) feeding an apalis worker whose [`executor`] runs the
+//!   handler and records the outcome through [`lease`] (fenced); plus the [`heartbeat`] and the
+//!   [`maintenance`] services (elector, rescuer, cleaner).
+//! - [`retry`] — exponential backoff with jitter.
+//! - [`admin`] — what operators do: stats, list, dead jobs, re-drive, cancel.
 //! - [`schema`] — the apalis migrations.
 //! - [`error`] — [`QueueError`].
 
+pub mod admin;
 pub mod enqueue;
 pub mod error;
+pub mod executor;
+pub mod fleet;
+pub mod heartbeat;
 pub mod job;
+pub mod lease;
+pub mod maintenance;
+pub mod notifier;
+pub mod producer;
+pub mod retry;
 pub mod schema;
 pub mod state;
 
 pub use enqueue::{CancelledJob, EnqueuedJob, cancel_by_keys, enqueue};
 pub use error::QueueError;
+pub use executor::{HandlerFuture, JobError, Outcome};
+pub use fleet::{Fleet, FleetConfig};
 pub use job::{Job, JobKey, NewJob};
 pub use state::JobState;

@@ -1,0 +1,256 @@
+//! Runs one claimed job: decode, fence, handle, record — inside the job's span.
+//!
+//! The handler gets the transaction that holds the job's row lock; if it returns `Ok`, the job is
+//! marked `Done` (or put back to wait, for [`Outcome::NotYetDue`]) in that same transaction, so the
+//! domain effect and the job's completion commit together. An `Err`, a panic or a timeout rolls
+//! the transaction back and counts as a failed attempt; an undecodable payload or
+//! [`JobError::Permanent`] makes the job dead at once. Nothing a handler does ends the process.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument as _;
+
+use crate::lease::{self, Claimed, Failed, Lease};
+use crate::{Job, QueueError};
+
+/// What a handler did with a job it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect was applied.
+    Done(String),
+    /// Nothing to do (already done, cancelled, superseded), and why.
+    NoOp(String),
+    /// Too early: put the job back to wait until this time (the attempt is not counted).
+    NotYetDue(DateTime<Utc>),
+}
+
+/// Why a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Try again later, with backoff.
+    #[error("{0}")]
+    Retry(String),
+    /// Never retry: the job is dead at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// The future a handler returns; it borrows the transaction and the shared state.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send + 'a>>;
+
+/// A handler: a plain function from a decoded payload, the job's transaction and the shared state.
+pub type HandlerFn<J, S> = for<'a> fn(J, &'a mut PgConnection, &'a S) -> HandlerFuture<'a>;
+
+/// What the worker records after a run, for logs, metrics and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunResult {
+    Done,
+    NoOp,
+    Rescheduled,
+    Retrying,
+    Dead,
+    LeaseLost,
+    /// Recording the outcome failed (database down); the rescuer will reclaim the job.
+    Unrecorded,
+}
+
+/// A job kind's runner: decodes its payload and calls its handler.
+pub(crate) trait KindRunner<S>: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn timeout(&self) -> Duration;
+    fn backoff(&self, failed_attempts: i32) -> Duration;
+    fn call<'a>(
+        &'a self,
+        payload: &'a [u8],
+        tx: &'a mut PgConnection,
+        state: &'a S,
+    ) -> HandlerFuture<'a>;
+}
+
+pub(crate) struct TypedRunner<J: Job, S> {
+    pub handler: HandlerFn<J, S>,
+}
+
+impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
+    fn kind(&self) -> &'static str {
+        J::KIND
+    }
+
+    fn timeout(&self) -> Duration {
+        J::TIMEOUT
+    }
+
+    fn backoff(&self, failed_attempts: i32) -> Duration {
+        J::backoff(failed_attempts)
+    }
+
+    fn call<'a>(
+        &'a self,
+        payload: &'a [u8],
+        tx: &'a mut PgConnection,
+        state: &'a S,
+    ) -> HandlerFuture<'a> {
+        match serde_json::from_slice::<J>(payload) {
+            Ok(job) => (self.handler)(job, tx, state),
+            Err(e) => Box::pin(async move {
+                Err(JobError::Permanent(format!(
+                    "undecodable {} payload: {e}",
+                    J::KIND
+                )))
+            }),
+        }
+    }
+}
+
+/// Everything an execution needs, shared by one kind's executions.
+pub(crate) struct Executor<S> {
+    pub pool: PgPool,
+    pub state: Arc<S>,
+    pub runner: Arc<dyn KindRunner<S>>,
+}
+
+impl<S: Send + Sync + 'static> Executor<S> {
+    /// Runs one claimed job to a recorded outcome.
+    pub async fn execute(&self, claimed: Claimed) -> RunResult {
+        let lease = claimed.lease.clone();
+        let span = tracing::info_span!(
+            "job",
+            job.id = %lease.job_id,
+            job.kind = lease.kind,
+            job.attempt = lease.attempt,
+        );
+        self.execute_inner(claimed).instrument(span).await
+    }
+
+    async fn execute_inner(&self, claimed: Claimed) -> RunResult {
+        let Claimed { lease, payload } = claimed;
+        let started = std::time::Instant::now();
+        let outcome = match self.run_handler(&lease, &payload).await {
+            Ok(result) => result,
+            Err(RunError::LeaseLost) => {
+                tracing::warn!("lease lost before the job ran: another worker owns it now");
+                return RunResult::LeaseLost;
+            }
+            Err(RunError::Job(e)) => Err(e),
+            Err(RunError::Queue(e)) => Err(JobError::Retry(format!("database: {e}"))),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(result) => {
+                tracing::info!(elapsed, ?result, "job finished");
+                result
+            }
+            Err(e) => self.record_failure(&lease, e, elapsed).await,
+        }
+    }
+
+    /// Begins the job's transaction, fences the lease, calls the handler under a timeout and a
+    /// panic guard, and on success commits the effect with the completion.
+    async fn run_handler(
+        &self,
+        lease: &Lease,
+        payload: &[u8],
+    ) -> Result<Result<RunResult, JobError>, RunError> {
+        let mut tx = self.pool.begin().await.map_err(QueueError::from)?;
+        if !lease::fence(&mut tx, lease).await? {
+            return Err(RunError::LeaseLost);
+        }
+        let call = self.runner.call(payload, &mut tx, &self.state);
+        let result = match tokio::time::timeout(
+            self.runner.timeout(),
+            AssertUnwindSafe(call).catch_unwind(),
+        )
+        .await
+        {
+            Err(_) => Err(JobError::Retry(format!(
+                "timed out after {:?}",
+                self.runner.timeout()
+            ))),
+            Ok(Err(panic)) => Err(JobError::Retry(format!(
+                "handler panicked: {}",
+                panic_message(&*panic)
+            ))),
+            Ok(Ok(r)) => r,
+        };
+        let recorded = match result {
+            Err(e) => return Err(RunError::Job(e)),
+            Ok(Outcome::Done(summary)) => {
+                lease::complete(&mut tx, lease, &summary).await?;
+                RunResult::Done
+            }
+            Ok(Outcome::NoOp(reason)) => {
+                tracing::info!(%reason, "nothing to do");
+                lease::complete(&mut tx, lease, &format!("no-op: {reason}")).await?;
+                RunResult::NoOp
+            }
+            Ok(Outcome::NotYetDue(at)) => {
+                tracing::info!(due_at = %at, "ran early; rescheduled");
+                lease::reschedule(&mut tx, lease, at).await?;
+                RunResult::Rescheduled
+            }
+        };
+        tx.commit().await.map_err(QueueError::from)?;
+        Ok(Ok(recorded))
+    }
+
+    /// Records a failed attempt, retrying the write while the database is unreachable; if it
+    /// never gets through, the rescuer reclaims the job once its run time has passed.
+    async fn record_failure(&self, lease: &Lease, e: JobError, elapsed: f64) -> RunResult {
+        let permanent = matches!(e, JobError::Permanent(_));
+        let backoff = self.runner.backoff(lease.attempt);
+        let message = e.to_string();
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            match lease::fail(&self.pool, lease, &message, permanent, backoff).await {
+                Ok(Failed::Retrying { run_at }) => {
+                    tracing::warn!(error = %message, elapsed, %run_at, "attempt failed; will retry");
+                    return RunResult::Retrying;
+                }
+                Ok(Failed::Dead) => {
+                    tracing::error!(error = %message, elapsed, max_attempts = lease.max_attempts,
+                        "job is dead; re-drive it with `tierflow jobs retry {}`", lease.job_id);
+                    return RunResult::Dead;
+                }
+                Ok(Failed::LeaseLost) => {
+                    tracing::warn!(error = %message, "attempt failed but the lease was lost; nothing recorded");
+                    return RunResult::LeaseLost;
+                }
+                Err(db) => {
+                    tracing::warn!(error = %db, "could not record the failed attempt; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        RunResult::Unrecorded
+    }
+}
+
+enum RunError {
+    LeaseLost,
+    Job(JobError),
+    Queue(QueueError),
+}
+
+impl From<QueueError> for RunError {
+    fn from(e: QueueError) -> Self {
+        RunError::Queue(e)
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

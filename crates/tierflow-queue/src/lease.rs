@@ -1,0 +1,212 @@
+//! Claiming jobs and recording their outcome, with fencing.
+//!
+//! A claim moves due rows to `Running`, stamps them with the claiming worker's incarnation id
+//! (`lock_by`) and counts the attempt (`attempts + 1`). `(id, lock_by, attempts)` is the lease: every
+//! later write about the job — [`fence`], [`complete`], [`fail`], [`reschedule`] — is conditional on
+//! it, so a worker whose job was rescued and re-claimed by another can no longer touch it: its late
+//! result changes nothing.
+//!
+//! Success is recorded in the same transaction as the job's domain effect ([`fence`] locks the row
+//! first), so either both happen or neither. Failure is recorded after that transaction has rolled
+//! back, in one statement that either reschedules the job with backoff (`Failed`, `run_at` moved)
+//! or, after its last attempt, makes it `Dead`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{JobState, QueueError};
+
+/// The right to work on one claimed job.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: String,
+    pub kind: &'static str,
+    /// This attempt's number (1 for the first run).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The incarnation id of the worker process holding the lease.
+    pub worker_id: Arc<str>,
+    /// When the job was due.
+    pub run_at: DateTime<Utc>,
+}
+
+/// A claimed job: its lease and its payload.
+#[derive(Debug)]
+pub struct Claimed {
+    pub lease: Lease,
+    pub payload: Vec<u8>,
+}
+
+/// Claims up to `limit` due jobs of `kind` for `worker_id`, oldest due first.
+pub async fn claim(
+    pool: &PgPool,
+    kind: &'static str,
+    worker_id: &Arc<str>,
+    limit: usize,
+) -> Result<Vec<Claimed>, QueueError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        job: Vec<u8>,
+        attempts: i32,
+        max_attempts: i32,
+        run_at: DateTime<Utc>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH next AS (
+            SELECT id FROM apalis.jobs
+             WHERE job_type = $1 AND status IN ('Pending', 'Failed') AND run_at <= now()
+             ORDER BY run_at
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         UPDATE apalis.jobs j
+            SET status = 'Running', lock_by = $2, lock_at = now(), attempts = j.attempts + 1
+           FROM next WHERE j.id = next.id
+         RETURNING j.id, j.job, j.attempts, j.max_attempts, j.run_at",
+    )
+    .bind(kind)
+    .bind(worker_id.as_ref())
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            lease: Lease {
+                job_id: r.id,
+                kind,
+                attempt: r.attempts,
+                max_attempts: r.max_attempts,
+                worker_id: worker_id.clone(),
+                run_at: r.run_at,
+            },
+            payload: r.job,
+        })
+        .collect())
+}
+
+/// Seconds until the next job of `kind` is due (by the database's clock), if any is waiting.
+pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<f64>, QueueError> {
+    Ok(sqlx::query_scalar(
+        "SELECT extract(epoch FROM min(run_at) - now())::float8 FROM apalis.jobs
+          WHERE job_type = $1 AND status IN ('Pending', 'Failed')",
+    )
+    .bind(kind)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Locks the job row in `tx` if the lease still holds. `false`: the job was rescued and belongs to
+/// someone else now; do nothing.
+pub async fn fence(tx: &mut PgConnection, lease: &Lease) -> Result<bool, QueueError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM apalis.jobs WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
+         FOR UPDATE",
+    )
+    .bind(&lease.job_id)
+    .bind(lease.worker_id.as_ref())
+    .bind(lease.attempt)
+    .fetch_optional(tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Records success in the transaction that [`fence`]d the lease.
+pub async fn complete(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    summary: &str,
+) -> Result<(), QueueError> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
+                last_result = jsonb_build_object('Ok', $2::text)
+          WHERE id = $1",
+    )
+    .bind(&lease.job_id)
+    .bind(summary)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Puts a job that ran too early back to wait for `due_at`, without counting the attempt.
+pub async fn reschedule(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    due_at: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', run_at = $2, attempts = attempts - 1,
+                lock_by = NULL, lock_at = NULL
+          WHERE id = $1",
+    )
+    .bind(&lease.job_id)
+    .bind(due_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// What [`fail`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failed {
+    /// Rescheduled with backoff.
+    Retrying { run_at: DateTime<Utc> },
+    /// Attempts spent (or the error was permanent): the job is dead.
+    Dead,
+    /// The lease no longer held; someone else owns the job.
+    LeaseLost,
+}
+
+/// Records a failed attempt: `Failed` with `run_at = now + backoff` while attempts remain,
+/// `Dead` after the last one or at once when `permanent`.
+pub async fn fail(
+    pool: &PgPool,
+    lease: &Lease,
+    error: &str,
+    permanent: bool,
+    backoff: Duration,
+) -> Result<Failed, QueueError> {
+    let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE apalis.jobs SET
+                status = CASE WHEN $4 OR attempts >= max_attempts THEN 'Dead' ELSE 'Failed' END,
+                run_at = CASE WHEN $4 OR attempts >= max_attempts THEN run_at
+                              ELSE now() + make_interval(secs => $5) END,
+                done_at = CASE WHEN $4 OR attempts >= max_attempts THEN now() END,
+                lock_by = NULL, lock_at = NULL,
+                last_result = jsonb_build_object('Err', $6::text)
+          WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
+         RETURNING status, run_at",
+    )
+    .bind(&lease.job_id)
+    .bind(lease.worker_id.as_ref())
+    .bind(lease.attempt)
+    .bind(permanent)
+    .bind(backoff.as_secs_f64())
+    .bind(error)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => Failed::LeaseLost,
+        Some((status, _)) if status == JobState::Dead.as_str() => Failed::Dead,
+        Some((_, run_at)) => Failed::Retrying { run_at },
+    })
+}
+
+/// Hands back every job `worker_id` still runs (a shutdown that ran out of time): due again at
+/// once, and the interrupted attempt not counted.
+pub async fn release_all(pool: &PgPool, worker_id: &str) -> Result<u64, QueueError> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', attempts = greatest(attempts - 1, 0), run_at = now(),
+                lock_by = NULL, lock_at = NULL,
+                last_result = jsonb_build_object('Err', 'handed back: worker shut down before the attempt finished')
+          WHERE status = 'Running' AND lock_by = $1",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

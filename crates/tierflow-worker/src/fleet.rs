@@ -1,0 +1,36 @@
+//! Builds the worker process's fleet with every job kind registered.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tierflow_queue::{Fleet, FleetConfig};
+use tierflow_store::Context;
+use tierflow_store::jobs::{ApplyDowngrade, ExpireOverride, SlaFreeze, VoiceDisable};
+
+use crate::jobs;
+
+/// A fleet running every tierflow job kind.
+pub fn build(pool: PgPool, ctx: Arc<Context>, config: FleetConfig) -> Fleet<Context> {
+    Fleet::new(pool, ctx, config)
+        .register::<VoiceDisable>(jobs::voice_disable::handle)
+        .register::<SlaFreeze>(jobs::sla_freeze::handle)
+        .register::<ApplyDowngrade>(jobs::apply_downgrade::handle)
+        .register::<ExpireOverride>(jobs::expire_override::handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind the store enqueues has a handler, and no kind is registered twice.
+    #[tokio::test]
+    async fn every_enqueued_kind_has_exactly_one_handler() {
+        let pool = PgPool::connect_lazy("postgres://unused@127.0.0.1:1/x").unwrap();
+        let ctx = Arc::new(Context::new(Arc::new(tierflow_domain::SystemClock)));
+        let mut kinds = build(pool, ctx, FleetConfig::default()).kinds();
+        kinds.sort();
+        let mut expected = tierflow_store::jobs::KINDS.to_vec();
+        expected.sort();
+        assert_eq!(kinds, expected);
+    }
+}

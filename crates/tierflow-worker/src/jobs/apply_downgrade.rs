@@ -1,0 +1,34 @@
+//! `apply_downgrade`: Applies a downgrade at the end of its grace period: the tier moves, the transition becomes `effective`, its restrictions are lifted. Early runs are put back to wait; runs for a cancelled or applied transition do nothing.
+//!
+//! Payload, kind name and attempts: `tierflow_store::jobs::ApplyDowngrade`. Tables: `tier_transitions`,
+//! `transition_actions`, `tenant_entitlements`, `tenant_restrictions`, `audit_events`.
+//! Proven by `crates/tierflow-worker/tests/fleet.rs` and `crates/tierflow-store/tests/lifecycle.rs`.
+
+use sqlx::PgConnection;
+use tierflow_domain::transition::Action;
+use tierflow_queue::HandlerFuture;
+use tierflow_store::Context;
+use tierflow_store::actions::run_transition_action;
+use tierflow_store::jobs::ApplyDowngrade;
+
+use super::{job_error, outcome};
+
+/// Runs one `apply_downgrade` job in the job's transaction.
+pub fn handle<'a>(
+    job: ApplyDowngrade,
+    tx: &'a mut PgConnection,
+    ctx: &'a Context,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        run_transition_action(
+            tx,
+            ctx,
+            &job.tenant_id,
+            job.transition_id,
+            Action::ApplyDowngrade,
+        )
+        .await
+        .map(outcome)
+        .map_err(job_error)
+    })
+}

@@ -1,0 +1,28 @@
+//! `expire_override`: ends a temporary limit override at its `expires_at`. Early runs are put back
+//! to wait; runs for a removed, replaced or already expired override do nothing.
+//!
+//! Payload, kind name and attempts: `tierflow_store::jobs::ExpireOverride`. Tables:
+//! `entitlement_overrides`, `tenant_entitlements`, `audit_events`. Proven by
+//! `crates/tierflow-worker/tests/fleet.rs` and `crates/tierflow-store/tests/overrides.rs`.
+
+use sqlx::PgConnection;
+use tierflow_queue::HandlerFuture;
+use tierflow_store::Context;
+use tierflow_store::actions::expire_override;
+use tierflow_store::jobs::ExpireOverride;
+
+use super::{job_error, outcome};
+
+/// Runs one `expire_override` job in the job's transaction.
+pub fn handle<'a>(
+    job: ExpireOverride,
+    tx: &'a mut PgConnection,
+    ctx: &'a Context,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        expire_override(tx, ctx, &job.tenant_id, job.override_id)
+            .await
+            .map(outcome)
+            .map_err(job_error)
+    })
+}

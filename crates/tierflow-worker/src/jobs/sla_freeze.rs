@@ -1,0 +1,30 @@
+//! `sla_freeze`: Enforces frozen SLA timers and escalations and degraded routing for a downgrade in grace, as `voice_disable` does for voice.
+//!
+//! Payload, kind name and attempts: `tierflow_store::jobs::SlaFreeze`. Tables: `tier_transitions`,
+//! `transition_actions`, `tenant_entitlements`, `tenant_restrictions`, `audit_events`.
+//! Proven by `crates/tierflow-worker/tests/fleet.rs` and `crates/tierflow-store/tests/lifecycle.rs`.
+
+use sqlx::PgConnection;
+use tierflow_domain::transition::Action;
+use tierflow_queue::HandlerFuture;
+use tierflow_store::Context;
+use tierflow_store::actions::run_transition_action;
+use tierflow_store::jobs::SlaFreeze;
+
+use super::{job_error, outcome};
+
+/// Runs one `sla_freeze` job in the job's transaction.
+pub fn handle<'a>(job: SlaFreeze, tx: &'a mut PgConnection, ctx: &'a Context) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        run_transition_action(
+            tx,
+            ctx,
+            &job.tenant_id,
+            job.transition_id,
+            Action::SlaFreeze,
+        )
+        .await
+        .map(outcome)
+        .map_err(job_error)
+    })
+}

@@ -1,0 +1,107 @@
+//! Running a fleet in-process against a private database, and waiting for conditions instead of
+//! sleeping.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tierflow_domain::SystemClock;
+use tierflow_queue::fleet::ShutdownReport;
+use tierflow_queue::{Fleet, FleetConfig};
+use tierflow_store::Context;
+use tierflow_testdb::TestDb;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A fleet running in the background until [`Running::stop`].
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<ShutdownReport>,
+    pub worker_id: Arc<str>,
+}
+
+impl Running {
+    pub async fn stop(mut self) -> ShutdownReport {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await.unwrap()
+    }
+}
+
+/// Starts `fleet` in the background.
+pub fn start(fleet: Fleet<Context>) -> Running {
+    let (tx, rx) = oneshot::channel();
+    let worker_id = fleet.worker_id();
+    let task = tokio::spawn(fleet.run_until(async {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        task,
+        worker_id,
+    }
+}
+
+/// Fast settings for tests: short polling floor, heartbeats and rescue.
+pub fn fast_config() -> FleetConfig {
+    let defaults = FleetConfig::default();
+    FleetConfig {
+        concurrency: 8,
+        poll_interval: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_millis(200),
+        rescuer: tierflow_queue::maintenance::rescuer::RescuerConfig {
+            interval: Duration::from_millis(200),
+            rescue_after: Duration::from_secs(1),
+            ..defaults.rescuer
+        },
+        drain_timeout: Duration::from_secs(5),
+        ..defaults
+    }
+}
+
+pub fn system_ctx() -> Arc<Context> {
+    Arc::new(Context::new(Arc::new(SystemClock)))
+}
+
+pub async fn db() -> TestDb {
+    TestDb::new().await
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `(status, attempts)` of a job.
+pub async fn job_state(pool: &PgPool, id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, attempts FROM apalis.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until job `id` has `status`.
+pub async fn wait_for_status(pool: &PgPool, id: &str, status: &str, timeout: Duration) {
+    let what = format!("job {id} to be {status}");
+    wait_until(timeout, &what, || async {
+        (job_state(pool, id).await.0 == status).then_some(())
+    })
+    .await
+}

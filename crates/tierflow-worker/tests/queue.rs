@@ -1,0 +1,397 @@
+//! Queue semantics with throwaway job kinds: durable backoff, dead jobs and redrive, poison
+//! payloads, panics, graceful shutdown, rescue after a crash, fencing, and wake-ups that are never
+//! lost.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use tierflow_queue::lease::{self, Failed};
+use tierflow_queue::maintenance::rescuer::{self, RescuerConfig};
+use tierflow_queue::{
+    Fleet, FleetConfig, HandlerFuture, Job, JobError, NewJob, Outcome, admin, enqueue,
+};
+use tierflow_store::Context;
+
+/// Always fails: a downstream that is down.
+#[derive(Debug, Serialize, Deserialize)]
+struct Flaky {}
+impl Job for Flaky {
+    const KIND: &'static str = "test_flaky";
+    const MAX_ATTEMPTS: i32 = 3;
+    fn backoff(failed_attempts: i32) -> Duration {
+        Duration::from_millis(300 * failed_attempts as u64)
+    }
+}
+fn flaky<'a>(_: Flaky, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+    Box::pin(async { Err(JobError::Retry("downstream answered 503".into())) })
+}
+
+/// Succeeds, after `ms` milliseconds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Echo {
+    ms: u64,
+}
+impl Job for Echo {
+    const KIND: &'static str = "test_echo";
+    const MAX_ATTEMPTS: i32 = 3;
+}
+fn echo<'a>(job: Echo, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+        Ok(Outcome::Done("echoed".into()))
+    })
+}
+
+/// Panics.
+#[derive(Debug, Serialize, Deserialize)]
+struct Panicky {}
+impl Job for Panicky {
+    const KIND: &'static str = "test_panicky";
+    const MAX_ATTEMPTS: i32 = 5;
+    fn backoff(_: i32) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+fn panicky<'a>(_: Panicky, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+    Box::pin(async { panic!("boom") })
+}
+
+fn fleet(pool: &PgPool, config: FleetConfig) -> Fleet<Context> {
+    Fleet::new(pool.clone(), system_ctx(), config)
+        .register::<Flaky>(flaky)
+        .register::<Echo>(echo)
+        .register::<Panicky>(panicky)
+}
+
+async fn push<J: Job>(pool: &PgPool, job: &J) -> String {
+    let mut conn = pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    enqueue(&mut conn, vec![NewJob::new(job, now).unwrap()])
+        .await
+        .unwrap()
+        .remove(0)
+        .id
+}
+
+/// `(status, attempts, lock_by, last error)` of a job.
+async fn row(pool: &PgPool, id: &str) -> (String, i32, Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT status, attempts, lock_by, last_result->>'Err' FROM apalis.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Each failed attempt is written to the row — attempts counted, `run_at` moved by the kind's
+/// backoff, the error kept — until the last one makes the job dead; a redrive runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_is_persisted_then_dead_then_redriven() {
+    let db = db().await;
+    let pool = db.pool();
+    let running = start(fleet(pool, fast_config()));
+    let id = push(pool, &Flaky {}).await;
+
+    // Read the row after each failure: the next run is at most the backoff away.
+    for attempt in 1..=2 {
+        let (status, attempts, holder, err) =
+            wait_until(Duration::from_secs(10), "a failed attempt", || async {
+                let r = row(pool, &id).await;
+                (r.0 == "Failed" && r.1 == attempt).then_some(r)
+            })
+            .await;
+        assert_eq!((status.as_str(), attempts), ("Failed", attempt));
+        assert_eq!(err.as_deref(), Some("downstream answered 503"));
+        assert_eq!(holder, None, "released while it waits");
+        let wait: f64 = sqlx::query_scalar(
+            "SELECT extract(epoch FROM run_at - now())::float8 FROM apalis.jobs WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let backoff = 0.3 * attempt as f64;
+        assert!(
+            wait > 0.0 && wait <= backoff,
+            "attempt {attempt}: next run in {wait}s, backoff {backoff}s"
+        );
+    }
+    wait_for_status(pool, &id, "Dead", Duration::from_secs(10)).await;
+    let (_, attempts, _, err) = row(pool, &id).await;
+    assert_eq!(attempts, 3);
+    assert_eq!(err.as_deref(), Some("downstream answered 503"));
+
+    // Dead jobs are listed and never retried automatically; a redrive starts them again.
+    let mut conn = pool.acquire().await.unwrap();
+    let dead = admin::list(&mut conn, Some("Dead"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    let redriven = admin::retry(&mut conn, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (redriven.status.as_str(), redriven.attempts),
+        ("Pending", 0)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the redriven job to run",
+        || async { (row(pool, &id).await.1 >= 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        admin::retry(&mut conn, "01NOTAJOB")
+            .await
+            .unwrap()
+            .unwrap_err(),
+        admin::AdminRefusal::NotFound
+    );
+    running.stop().await;
+}
+
+/// An undecodable payload makes its job dead at once, and the worker goes on with the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_payload_goes_dead_without_stopping_the_worker() {
+    let db = db().await;
+    let pool = db.pool();
+    let running = start(fleet(pool, fast_config()));
+    let poison: String = sqlx::query_scalar(
+        "INSERT INTO apalis.jobs (id, job_type, job, max_attempts)
+         VALUES ('01POISON000000000000000000', 'test_echo', convert_to('not json', 'UTF8'), 3) RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    wait_for_status(pool, &poison, "Dead", Duration::from_secs(10)).await;
+    let (_, attempts, _, err) = row(pool, &poison).await;
+    assert_eq!(
+        attempts, 1,
+        "no retries for a payload that can never decode"
+    );
+    assert!(err.unwrap().contains("undecodable test_echo payload"));
+    let good = push(pool, &Echo { ms: 0 }).await;
+    wait_for_status(pool, &good, "Done", Duration::from_secs(10)).await;
+    running.stop().await;
+}
+
+/// A panicking handler fails its attempt (to be retried with backoff); the worker carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_fails_the_job_without_stopping_the_worker() {
+    let db = db().await;
+    let pool = db.pool();
+    let running = start(fleet(pool, fast_config()));
+    let id = push(pool, &Panicky {}).await;
+    wait_for_status(pool, &id, "Failed", Duration::from_secs(10)).await;
+    let (_, attempts, _, err) = row(pool, &id).await;
+    assert_eq!(attempts, 1);
+    assert_eq!(err.as_deref(), Some("handler panicked: boom"));
+    let good = push(pool, &Echo { ms: 0 }).await;
+    wait_for_status(pool, &good, "Done", Duration::from_secs(10)).await;
+    running.stop().await;
+}
+
+/// On stop, the in-flight job finishes; jobs not started stay claimable by others, with no
+/// attempt spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_and_hands_back_the_rest() {
+    let db = db().await;
+    let pool = db.pool();
+    let mut config = fast_config();
+    config.concurrency = 1;
+    let running = start(fleet(pool, config));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(push(pool, &Echo { ms: 400 }).await);
+    }
+    let first = wait_until(Duration::from_secs(10), "a job to start", || async {
+        let r: Option<String> =
+            sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Running'")
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        r
+    })
+    .await;
+    running.stop().await;
+    for id in &ids {
+        let (status, attempts, _, _) = row(pool, id).await;
+        if *id == first {
+            assert_eq!((status.as_str(), attempts), ("Done", 1));
+        } else {
+            assert_eq!((status.as_str(), attempts), ("Pending", 0), "job {id}");
+        }
+    }
+}
+
+/// A job still running at the drain timeout is handed back, its attempt not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_hands_back_the_running_job() {
+    let db = db().await;
+    let pool = db.pool();
+    let mut config = fast_config();
+    config.drain_timeout = Duration::from_millis(200);
+    let running = start(fleet(pool, config));
+    let id = push(pool, &Echo { ms: 10_000 }).await;
+    wait_for_status(pool, &id, "Running", Duration::from_secs(10)).await;
+    let report = running.stop().await;
+    assert_eq!(report.handed_back, 1);
+    let (status, attempts, _, _) = row(pool, &id).await;
+    assert_eq!((status.as_str(), attempts), ("Pending", 0));
+}
+
+/// Jobs held by a worker that stopped heartbeating are rescued and run by a live one; a job
+/// that has already used its last attempt ends dead instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescued_jobs_run_elsewhere_and_crash_loops_end_dead() {
+    let db = db().await;
+    let pool = db.pool();
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, last_seen)
+         VALUES ('ghost', 'tierflow', 'tierflow-queue', now() - interval '1 hour')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    for (id, attempts) in [
+        ("01RESCUE000000000000000001", 1),
+        ("01RESCUE000000000000000002", 3),
+    ] {
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, lock_by, lock_at)
+             VALUES ($1, 'test_echo', convert_to('{\"ms\":0}', 'UTF8'), 'Running', $2, 3, 'ghost', now())",
+        )
+        .bind(id)
+        .bind(attempts)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let running = start(fleet(pool, fast_config()));
+    wait_for_status(
+        pool,
+        "01RESCUE000000000000000001",
+        "Done",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(row(pool, "01RESCUE000000000000000001").await.1, 2);
+    wait_for_status(
+        pool,
+        "01RESCUE000000000000000002",
+        "Dead",
+        Duration::from_secs(10),
+    )
+    .await;
+    let err = row(pool, "01RESCUE000000000000000002").await.3.unwrap();
+    assert!(
+        err.contains("rescued: worker ghost stopped during attempt 3 of 3"),
+        "{err}"
+    );
+    running.stop().await;
+}
+
+/// After a rescue, the old holder's late result cannot touch the job the new holder runs.
+#[tokio::test]
+async fn late_result_of_a_rescued_worker_is_fenced_off() {
+    let db = db().await;
+    let pool = db.pool();
+    let old: Arc<str> = "old-worker".into();
+    let new: Arc<str> = "new-worker".into();
+    for w in [&old, &new] {
+        tierflow_queue::heartbeat::register(pool, w, &["test_echo"])
+            .await
+            .unwrap();
+    }
+    let id = push(pool, &Echo { ms: 0 }).await;
+    let stale = lease::claim(pool, "test_echo", &old, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    // The old worker goes silent; the rescuer reclaims; the new worker claims.
+    sqlx::query(
+        "UPDATE apalis.workers SET last_seen = now() - interval '1 minute' WHERE id = 'old-worker'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let cfg = RescuerConfig {
+        interval: Duration::from_secs(1),
+        rescue_after: Duration::from_secs(10),
+        max_run_time: Duration::from_secs(300),
+        batch_size: 100,
+    };
+    assert_eq!(rescuer::run_once(pool, &cfg).await.unwrap().rescued, 1);
+    let fresh = lease::claim(pool, "test_echo", &new, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(fresh.lease.attempt, 2);
+
+    // The old worker's writes find no lease.
+    let mut tx = pool.begin().await.unwrap();
+    assert!(!lease::fence(&mut tx, &stale.lease).await.unwrap());
+    drop(tx);
+    let late = lease::fail(pool, &stale.lease, "late", false, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(late, Failed::LeaseLost);
+    // The new holder completes normally.
+    let mut tx = pool.begin().await.unwrap();
+    assert!(lease::fence(&mut tx, &fresh.lease).await.unwrap());
+    lease::complete(&mut tx, &fresh.lease, "ok").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(row(pool, &id).await.0, "Done");
+}
+
+/// With the polling floor pushed out to a minute, only NOTIFY and the producer's own due-time
+/// timer can wake it: 60 jobs enqueued one by one, some due at once and some shortly after, all
+/// start within 250 ms of their due time — a lost wake-up would cost up to a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakeups_are_never_lost() {
+    let db = db().await;
+    let pool = db.pool();
+    let mut config = fast_config();
+    config.poll_interval = Duration::from_secs(60);
+    let running = start(fleet(pool, config));
+    wait_until(Duration::from_secs(5), "the worker to register", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        (n > 0).then_some(())
+    })
+    .await;
+    let mut conn = pool.acquire().await.unwrap();
+    for i in 0..60u64 {
+        let due = chrono::Utc::now() + chrono::Duration::milliseconds(((i % 3) * 150) as i64);
+        enqueue(&mut conn, vec![NewJob::new(&Echo { ms: 0 }, due).unwrap()])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(i % 7)).await;
+    }
+    wait_until(Duration::from_secs(20), "all jobs to finish", || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    let worst: f64 = sqlx::query_scalar(
+        "SELECT max(extract(epoch FROM lock_at - run_at))::float8 FROM apalis.jobs",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(worst < 0.25, "a job started {worst}s after its due time");
+    running.stop().await;
+}
