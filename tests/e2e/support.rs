@@ -1,6 +1,9 @@
-//! Running the built `tierflow` binary.
+//! Running the built `tierflow` binary: one-shot commands and long-running worker processes.
+#![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::future::Future;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// Runs `tierflow args…` with `DATABASE_URL=url` and returns its output.
 pub fn tierflow(url: &str, args: &[&str]) -> Output {
@@ -20,4 +23,75 @@ pub fn stdout(o: &Output) -> String {
 /// stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A `tierflow worker` process with fast test settings; killed (SIGKILL) on drop.
+pub struct WorkerProc {
+    child: Child,
+}
+
+impl WorkerProc {
+    /// Starts a worker whose host name is `host` (a restart may reuse it, as a pod does).
+    pub fn start(url: &str, host: &str) -> WorkerProc {
+        let log = std::env::var("TIERFLOW_TEST_LOG").is_ok();
+        let child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+            .arg("worker")
+            .env("DATABASE_URL", url)
+            .env("HOSTNAME", host)
+            .env("TIERFLOW_CONCURRENCY", "4")
+            .env("TIERFLOW_POLL_INTERVAL_MS", "500")
+            .env("TIERFLOW_HEARTBEAT_INTERVAL_MS", "200")
+            .env("TIERFLOW_RESCUE_AFTER_SECS", "1")
+            .env("TIERFLOW_DRAIN_TIMEOUT_SECS", "5")
+            .env("TIERFLOW_DB_CONNECT_TIMEOUT", "2")
+            .env("RUST_LOG", "tierflow=info,tierflow_queue=info,warn")
+            .stdout(Stdio::null())
+            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("start tierflow worker");
+        WorkerProc { child }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -10,6 +10,8 @@
 //! The template is built under an advisory lock and published by renaming it into place, so
 //! parallel test processes build it once and never clone a half-migrated one.
 
+pub mod private;
+
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{migrate, tiers};
+use crate::commands::{jobs, migrate, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -29,6 +29,14 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// List, show and seed tiers.
     Tiers(tiers::TiersArgs),
+    /// Run jobs: a worker process of the fleet (run as many as needed, on any hosts).
+    ///
+    /// Claims due jobs of every kind, runs them with retry and backoff, rescues jobs of workers
+    /// that died, and stops gracefully on SIGTERM or Ctrl-C: no new jobs, in-flight ones finish
+    /// within the drain timeout, the rest go back to the queue.
+    Worker(worker::WorkerArgs),
+    /// Inspect and manage queued jobs: stats, list, dead, retry, cancel.
+    Jobs(jobs::JobsArgs),
 }
 
 /// Where the database is.
@@ -37,9 +45,10 @@ pub struct DatabaseArgs {
     /// PostgreSQL URL, e.g. postgres://tierflow:secret@db:5432/tierflow. Never logged.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Largest number of connections this process opens.
-    #[arg(long, env = "TIERFLOW_DB_POOL_SIZE", default_value_t = 10)]
-    pub db_pool_size: u32,
+    /// Largest number of connections this process opens [default: 10; for `worker`, enough for
+    /// every job slot plus 4].
+    #[arg(long, env = "TIERFLOW_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
     /// Seconds to wait for the database before giving up.
     #[arg(long, env = "TIERFLOW_DB_CONNECT_TIMEOUT", default_value_t = 10)]
     pub db_connect_timeout: u64,

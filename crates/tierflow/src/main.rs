@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod database;
+mod shutdown;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Tiers(args) => commands::tiers::run(args).await,
+            Command::Worker(args) => commands::worker::run(args).await,
+            Command::Jobs(args) => commands::jobs::run(args).await,
         }
     });
     match result {

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod jobs;
 pub mod migrate;
 pub mod tiers;
+pub mod worker;

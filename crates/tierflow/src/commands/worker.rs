@@ -1,0 +1,90 @@
+//! `tierflow worker`: one process of the worker fleet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tierflow_domain::SystemClock;
+use tierflow_queue::FleetConfig;
+use tierflow_queue::maintenance::cleaner::CleanerConfig;
+use tierflow_queue::maintenance::rescuer::RescuerConfig;
+use tierflow_store::Context;
+
+use crate::cli::DatabaseArgs;
+use crate::{database, shutdown};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Jobs of each kind this process runs at once.
+    #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Polling floor in milliseconds: an idle worker looks for due jobs at least this often, even
+    /// if a notification is lost.
+    #[arg(long, env = "TIERFLOW_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "TIERFLOW_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
+    /// Seconds without a heartbeat after which a worker's running jobs are rescued by another
+    /// replica (at least 3 heartbeats).
+    #[arg(long, env = "TIERFLOW_RESCUE_AFTER_SECS", default_value_t = 6)]
+    pub rescue_after_secs: u64,
+    /// Seconds a job may run before it is reclaimed even from a live worker.
+    #[arg(long, env = "TIERFLOW_MAX_RUN_TIME_SECS", default_value_t = 300)]
+    pub max_run_time_secs: u64,
+    /// Seconds in-flight jobs may take to finish after SIGTERM; keep it below the orchestrator's
+    /// kill grace period.
+    #[arg(long, env = "TIERFLOW_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+    /// Hours finished (done, cancelled) jobs are kept.
+    #[arg(long, env = "TIERFLOW_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+    /// Hours dead jobs are kept (for inspection and re-drive).
+    #[arg(long, env = "TIERFLOW_DEAD_RETENTION_HOURS", default_value_t = 720)]
+    pub dead_retention_hours: u64,
+}
+
+impl WorkerArgs {
+    fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
+        let config = FleetConfig {
+            concurrency: self.concurrency,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            rescuer: RescuerConfig {
+                rescue_after: Duration::from_secs(self.rescue_after_secs),
+                max_run_time: Duration::from_secs(self.max_run_time_secs),
+                ..FleetConfig::default().rescuer
+            },
+            cleaner: CleanerConfig {
+                retention: Duration::from_secs(self.retention_hours * 3600),
+                dead_retention: Duration::from_secs(self.dead_retention_hours * 3600),
+                ..FleetConfig::default().cleaner
+            },
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let config = args.fleet_config()?;
+    let kinds = tierflow_store::jobs::KINDS.len() as u32;
+    // Each running job holds one connection for its transaction; the rest serve the producers,
+    // the heartbeat, the maintenance leader and recording failures.
+    let size = args
+        .db
+        .db_pool_size
+        .unwrap_or(config.concurrency as u32 * kinds + 4);
+    let pool = database::lazy(&args.db, size)?;
+    tracing::info!(database = %database::target(&args.db), pool_size = size, "starting worker");
+    let ctx = Arc::new(Context::new(Arc::new(SystemClock)));
+    let fleet = tierflow_worker::fleet::build(pool.clone(), ctx, config);
+    fleet.run_until(shutdown::signal()).await;
+    pool.close().await;
+    Ok(())
+}
