@@ -21,7 +21,7 @@ use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_
 
 use crate::audit::{self, AuditEvent};
 use crate::error::corrupt;
-use crate::{Context, StoreError, restrictions, tenants};
+use crate::{Context, StoreError, events, restrictions, tenants};
 
 /// What a job run did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,23 +134,37 @@ pub async fn run_transition_action(
     .execute(&mut *tx)
     .await?;
     let actor = format!("job:{action}");
+    let audit_action = match action {
+        Action::VoiceDisable => "action.voice_disable",
+        Action::SlaFreeze => "action.sla_freeze",
+        Action::ApplyDowngrade => "action.apply_downgrade",
+    };
     audit::record(
         &mut tx,
         AuditEvent {
             tenant_id: tenant_id.as_str(),
             occurred_at: now,
             actor: &actor,
-            action: match action {
-                Action::VoiceDisable => "action.voice_disable",
-                Action::SlaFreeze => "action.sla_freeze",
-                Action::ApplyDowngrade => "action.apply_downgrade",
-            },
+            action: audit_action,
             subject_type: "transition",
             subject_id: transition_id.to_string(),
             reason: None,
             idempotency_key: None,
             details: audit_details,
         },
+    )
+    .await?;
+    // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
+    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
+    let id = transition_id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        audit_action,
+        "transition",
+        &id,
+        &entitlement,
+        now,
     )
     .await?;
     tx.commit().await?;
@@ -207,6 +221,18 @@ pub async fn expire_override(
             idempotency_key: None,
             details: serde_json::json!({ "expires_at": expires_at }),
         },
+    )
+    .await?;
+    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
+    let id = override_id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        "override.expired",
+        "override",
+        &id,
+        &entitlement,
+        now,
     )
     .await?;
     tx.commit().await?;

@@ -10,6 +10,14 @@ use tierflow_domain::ids::{OverrideId, TenantId, TransitionId};
 use tierflow_domain::transition::Action;
 use tierflow_queue::{Job, JobKey};
 
+/// Deliver one `entitlement.changed` event to one webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverEvent {
+    pub endpoint: String,
+    pub event: crate::events::EntitlementChanged,
+}
+
 /// Enforce "voice off" for a downgrade in grace. Due at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +67,14 @@ impl Job for ApplyDowngrade {
     const MAX_ATTEMPTS: i32 = 20;
 }
 
+impl Job for DeliverEvent {
+    const KIND: &'static str = "deliver_event";
+    // With the default backoff (1 s doubling to a 10-minute cap) 14 attempts span about an hour
+    // of endpoint outage before the event is dead and shows up in `tierflow jobs dead`.
+    const MAX_ATTEMPTS: i32 = 14;
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+}
+
 impl Job for ExpireOverride {
     const KIND: &'static str = "expire_override";
     const MAX_ATTEMPTS: i32 = 20;
@@ -102,11 +118,12 @@ pub fn override_key(id: OverrideId) -> JobKey {
 }
 
 /// Every kind tierflow enqueues (the worker registers a handler for each).
-pub const KINDS: [&str; 4] = [
+pub const KINDS: [&str; 5] = [
     VoiceDisable::KIND,
     SlaFreeze::KIND,
     ApplyDowngrade::KIND,
     ExpireOverride::KIND,
+    DeliverEvent::KIND,
 ];
 
 #[cfg(test)]

@@ -15,12 +15,14 @@
 //! - [`overrides`] — create and remove temporary limit overrides.
 //! - [`actions`] — what each job does to tierflow's state, once (called by the worker).
 //! - [`jobs`] — the job payloads tierflow enqueues, and their kind names and attempt budgets.
+//! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
 //! - [`error`] — [`StoreError`].
 
 pub mod actions;
 pub mod audit;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod migrate;
@@ -46,6 +48,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The grace period of a downgrade that names none.
     pub default_grace: GracePeriod,
+    /// Webhook endpoints every change is delivered to (none: events are only logged).
+    pub webhooks: Arc<[String]>,
 }
 
 impl Context {
@@ -58,6 +62,13 @@ impl Context {
             clock,
             default_grace: GracePeriod::from_secs(Self::DEFAULT_GRACE_SECS)
                 .unwrap_or_else(|_| GracePeriod::zero()),
+            webhooks: Arc::from(Vec::new()),
         }
+    }
+
+    /// The same context delivering events to `endpoints`.
+    pub fn with_webhooks(mut self, endpoints: Vec<String>) -> Self {
+        self.webhooks = Arc::from(endpoints);
+        self
     }
 }

@@ -18,7 +18,7 @@ use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
 use crate::audit::{self, AuditEvent};
 use crate::jobs::{ExpireOverride, override_key};
 use crate::rows::{OverrideRow, override_columns};
-use crate::{Context, StoreError, idempotency, tenants, tiers};
+use crate::{Context, StoreError, events, idempotency, tenants, tiers};
 
 /// A request for a temporary limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +160,17 @@ pub async fn create_override(
     )
     .await?;
     let entitlement = tenants::effective_at(&mut tx, &tenant.tenant_id, now).await?;
+    let id = o.override_id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        "override.created",
+        "override",
+        &id,
+        &entitlement,
+        now,
+    )
+    .await?;
     let outcome = OverrideOutcome {
         r#override: o,
         expiry_job_id,
@@ -245,6 +256,17 @@ pub async fn remove_override(
     )
     .await?;
     let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
+    let id = override_id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        "override.removed",
+        "override",
+        &id,
+        &entitlement,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(RemoveOutcome {
         override_id,

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::audit::{self, AuditEvent};
 use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
 use crate::rows::{TransitionRecord, TransitionRow, convert, transition_columns};
-use crate::{Context, StoreError, idempotency, restrictions, tenants, tiers};
+use crate::{Context, StoreError, events, idempotency, restrictions, tenants, tiers};
 
 /// A request to change a tenant's tier or status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +154,17 @@ async fn request_in(
     };
     let (transition, jobs) = write_plan(conn, &write, &plan).await?;
     let entitlement = tenants::effective_at(conn, &tenant.tenant_id, now).await?;
+    let id = transition.id.to_string();
+    events::emit(
+        conn,
+        ctx,
+        audit_action(plan.kind),
+        "transition",
+        &id,
+        &entitlement,
+        now,
+    )
+    .await?;
     let outcome = TransitionOutcome {
         transition,
         jobs,
@@ -249,20 +260,25 @@ async fn write_plan(
         "jobs": jobs.iter().map(|j| serde_json::json!({"kind": j.kind, "job_id": j.job_id, "due_at": j.due_at})).collect::<Vec<_>>(),
         "tenant_version": version,
     });
-    let action = match plan.kind {
-        TransitionKind::Provision => "transition.provision",
-        TransitionKind::Upgrade => "transition.upgrade",
-        TransitionKind::Downgrade => "transition.downgrade",
-        TransitionKind::Lateral => "transition.lateral",
-        TransitionKind::Suspension => "transition.suspension",
-        TransitionKind::Reactivation => "transition.reactivation",
-    };
+    let action = audit_action(plan.kind);
     audit::record(
         conn,
         w.audit(action, plan.transition_id.to_string(), details),
     )
     .await?;
     Ok((record, jobs))
+}
+
+/// The audit action (and event cause) of a transition kind.
+fn audit_action(kind: TransitionKind) -> &'static str {
+    match kind {
+        TransitionKind::Provision => "transition.provision",
+        TransitionKind::Upgrade => "transition.upgrade",
+        TransitionKind::Downgrade => "transition.downgrade",
+        TransitionKind::Lateral => "transition.lateral",
+        TransitionKind::Suspension => "transition.suspension",
+        TransitionKind::Reactivation => "transition.reactivation",
+    }
 }
 
 async fn insert_record(
@@ -480,6 +496,17 @@ pub async fn provision_tenant(
     };
     let (transition, jobs) = write_plan(&mut tx, &w, &plan).await?;
     let entitlement = tenants::effective_at(&mut tx, &tenant.tenant_id, now).await?;
+    let id = transition.id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        "transition.provision",
+        "transition",
+        &id,
+        &entitlement,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(TransitionOutcome {
         transition,
@@ -533,6 +560,17 @@ pub async fn cancel_transition(
         .await?
         .ok_or_else(|| StoreError::UnknownTransition(transition_id.to_string()))?;
     let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
+    let id = transition_id.to_string();
+    events::emit(
+        &mut tx,
+        ctx,
+        "transition.cancelled",
+        "transition",
+        &id,
+        &entitlement,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(CancelOutcome {
         transition,

@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tierflow_queue::{Fleet, FleetConfig};
-use tierflow_store::Context;
-use tierflow_store::jobs::{ApplyDowngrade, ExpireOverride, SlaFreeze, VoiceDisable};
+use tierflow_store::jobs::{ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, VoiceDisable};
 
-use crate::jobs;
+use crate::{WorkerState, jobs};
 
 /// A fleet running every tierflow job kind.
-pub fn build(pool: PgPool, ctx: Arc<Context>, config: FleetConfig) -> Fleet<Context> {
-    Fleet::new(pool, ctx, config)
+pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Fleet<WorkerState> {
+    Fleet::new(pool, state, config)
         .register::<VoiceDisable>(jobs::voice_disable::handle)
         .register::<SlaFreeze>(jobs::sla_freeze::handle)
         .register::<ApplyDowngrade>(jobs::apply_downgrade::handle)
         .register::<ExpireOverride>(jobs::expire_override::handle)
+        .register::<DeliverEvent>(jobs::deliver_event::handle)
 }
 
 #[cfg(test)]
@@ -26,8 +26,12 @@ mod tests {
     #[tokio::test]
     async fn every_enqueued_kind_has_exactly_one_handler() {
         let pool = PgPool::connect_lazy("postgres://unused@127.0.0.1:1/x").unwrap();
-        let ctx = Arc::new(Context::new(Arc::new(tierflow_domain::SystemClock)));
-        let mut kinds = build(pool, ctx, FleetConfig::default()).kinds();
+        let store = tierflow_store::Context::new(Arc::new(tierflow_domain::SystemClock));
+        let state = Arc::new(WorkerState {
+            store,
+            webhooks: None,
+        });
+        let mut kinds = build(pool, state, FleetConfig::default()).kinds();
         kinds.sort();
         let mut expected = tierflow_store::jobs::KINDS.to_vec();
         expected.sort();

@@ -8,11 +8,21 @@
 //!
 //! # Layout
 //! - [`jobs`] — one module per kind: `voice_disable`, `sla_freeze`, `apply_downgrade`,
-//!   `expire_override`.
+//!   `expire_override`, `deliver_event`.
+//! - [`webhook`] — signing deliveries, and the check a receiver runs.
 //! - [`fleet`] — [`fleet::build`]: a `tierflow_queue::Fleet` with every handler registered.
 
 pub mod fleet;
 pub mod jobs;
+pub mod webhook;
 
 pub use tierflow_queue::{FleetConfig, Outcome};
 pub use tierflow_store::Context;
+
+/// What every handler is given: the store context and, when events are delivered, the webhook
+/// client.
+#[derive(Clone)]
+pub struct WorkerState {
+    pub store: Context,
+    pub webhooks: Option<webhook::WebhookClient>,
+}

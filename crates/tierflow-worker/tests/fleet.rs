@@ -50,7 +50,7 @@ async fn downgrade_jobs_run_on_time_and_apply_once() {
     provision(db.pool(), &ctx, "acme").await;
     let fleet = start(tierflow_worker::fleet::build(
         db.pool().clone(),
-        ctx.clone(),
+        worker_state(&ctx),
         fast_config(),
     ));
 
@@ -110,7 +110,7 @@ async fn cancelled_downgrade_job_never_applies() {
     provision(db.pool(), &ctx, "acme").await;
     let fleet = start(tierflow_worker::fleet::build(
         db.pool().clone(),
-        ctx.clone(),
+        worker_state(&ctx),
         fast_config(),
     ));
     let mut conn = db.pool().acquire().await.unwrap();

@@ -54,6 +54,40 @@ pub struct DatabaseArgs {
     pub db_connect_timeout: u64,
 }
 
+/// Where `entitlement.changed` events go (every process that changes tenants needs the same).
+#[derive(Debug, Clone, Args)]
+pub struct EventArgs {
+    /// Webhook endpoint receiving every `entitlement.changed` event; repeat the flag or separate
+    /// URLs with commas in the variable. None: events are only logged.
+    #[arg(
+        long = "webhook-url",
+        env = "TIERFLOW_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+    /// Shared secret that signs deliveries (HMAC-SHA256); required with webhook URLs. Never logged.
+    #[arg(long, env = "TIERFLOW_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+impl EventArgs {
+    /// Checks the endpoints and the secret together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for url in &self.webhook_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("webhook URL {url:?} must start with http:// or https://");
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.as_deref().unwrap_or("").is_empty()
+        {
+            anyhow::bail!(
+                "TIERFLOW_WEBHOOK_SECRET must be set when webhook URLs are configured (deliveries are signed)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Output format of listing commands.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {

@@ -16,6 +16,8 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // One TLS stack (rustls + ring) for PostgreSQL and webhooks; reqwest needs it installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     telemetry::init(&cli.log);
     let runtime = match tokio::runtime::Runtime::new() {

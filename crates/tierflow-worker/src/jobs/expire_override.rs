@@ -7,20 +7,20 @@
 
 use sqlx::PgConnection;
 use tierflow_queue::HandlerFuture;
-use tierflow_store::Context;
 use tierflow_store::actions::expire_override;
 use tierflow_store::jobs::ExpireOverride;
 
 use super::{job_error, outcome};
+use crate::WorkerState;
 
 /// Runs one `expire_override` job in the job's transaction.
 pub fn handle<'a>(
     job: ExpireOverride,
     tx: &'a mut PgConnection,
-    ctx: &'a Context,
+    state: &'a WorkerState,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
-        expire_override(tx, ctx, &job.tenant_id, job.override_id)
+        expire_override(tx, &state.store, &job.tenant_id, job.override_id)
             .await
             .map(outcome)
             .map_err(job_error)

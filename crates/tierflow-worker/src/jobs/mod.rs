@@ -2,6 +2,7 @@
 //! [`Outcome`], and store errors to retryable or permanent job errors.
 
 pub mod apply_downgrade;
+pub mod deliver_event;
 pub mod expire_override;
 pub mod sla_freeze;
 pub mod voice_disable;

@@ -7,22 +7,22 @@
 use sqlx::PgConnection;
 use tierflow_domain::transition::Action;
 use tierflow_queue::HandlerFuture;
-use tierflow_store::Context;
 use tierflow_store::actions::run_transition_action;
 use tierflow_store::jobs::VoiceDisable;
 
 use super::{job_error, outcome};
+use crate::WorkerState;
 
 /// Runs one `voice_disable` job in the job's transaction.
 pub fn handle<'a>(
     job: VoiceDisable,
     tx: &'a mut PgConnection,
-    ctx: &'a Context,
+    state: &'a WorkerState,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
         run_transition_action(
             tx,
-            ctx,
+            &state.store,
             &job.tenant_id,
             job.transition_id,
             Action::VoiceDisable,

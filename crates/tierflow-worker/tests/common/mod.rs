@@ -32,7 +32,7 @@ impl Running {
 }
 
 /// Starts `fleet` in the background.
-pub fn start(fleet: Fleet<Context>) -> Running {
+pub fn start<S: Send + Sync + 'static>(fleet: Fleet<S>) -> Running {
     let (tx, rx) = oneshot::channel();
     let worker_id = fleet.worker_id();
     let task = tokio::spawn(fleet.run_until(async {
@@ -64,6 +64,14 @@ pub fn fast_config() -> FleetConfig {
 
 pub fn system_ctx() -> Arc<Context> {
     Arc::new(Context::new(Arc::new(SystemClock)))
+}
+
+/// Worker state over `ctx`, with no webhook client.
+pub fn worker_state(ctx: &Context) -> Arc<tierflow_worker::WorkerState> {
+    Arc::new(tierflow_worker::WorkerState {
+        store: ctx.clone(),
+        webhooks: None,
+    })
 }
 
 pub async fn db() -> TestDb {

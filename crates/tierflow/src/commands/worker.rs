@@ -10,13 +10,18 @@ use tierflow_queue::maintenance::cleaner::CleanerConfig;
 use tierflow_queue::maintenance::rescuer::RescuerConfig;
 use tierflow_store::Context;
 
-use crate::cli::DatabaseArgs;
+use tierflow_worker::WorkerState;
+use tierflow_worker::webhook::{Secret, WebhookClient};
+
+use crate::cli::{DatabaseArgs, EventArgs};
 use crate::{database, shutdown};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub events: EventArgs,
     /// Jobs of each kind this process runs at once.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
@@ -73,6 +78,7 @@ impl WorkerArgs {
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.fleet_config()?;
+    args.events.validate()?;
     let kinds = tierflow_store::jobs::KINDS.len() as u32;
     // Each running job holds one connection for its transaction; the rest serve the producers,
     // the heartbeat, the maintenance leader and recording failures.
@@ -82,8 +88,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .unwrap_or(config.concurrency as u32 * kinds + 4);
     let pool = database::lazy(&args.db, size)?;
     tracing::info!(database = %database::target(&args.db), pool_size = size, "starting worker");
-    let ctx = Arc::new(Context::new(Arc::new(SystemClock)));
-    let fleet = tierflow_worker::fleet::build(pool.clone(), ctx, config);
+    let store = Context::new(Arc::new(SystemClock)).with_webhooks(args.events.webhook_urls.clone());
+    let webhooks = match args.events.webhook_secret.clone() {
+        Some(secret) => Some(WebhookClient::new(Secret::new(secret))?),
+        None => None,
+    };
+    tracing::info!(
+        endpoints = args.events.webhook_urls.len(),
+        "webhook delivery configured"
+    );
+    let state = Arc::new(WorkerState { store, webhooks });
+    let fleet = tierflow_worker::fleet::build(pool.clone(), state, config);
     fleet.run_until(shutdown::signal()).await;
     pool.close().await;
     Ok(())

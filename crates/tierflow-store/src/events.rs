@@ -1,0 +1,86 @@
+//! Downstream events: every committed change to a tenant emits one `entitlement.changed` event
+//! per configured webhook endpoint, as a `deliver_event` job written in the change's own
+//! transaction (an outbox): the event exists if and only if the change committed.
+//!
+//! The event carries the full effective entitlement after the change and a stable id,
+//! `<action>:<subject id>` (`transition.downgrade:0190…`, `action.apply_downgrade:0190…`), which is
+//! also the delivery's idempotency key: a receiver that sees an id twice has seen the same event.
+//! With no endpoint configured, the event is only logged.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tierflow_domain::effective::EffectiveEntitlement;
+use tierflow_queue::{NewJob, enqueue};
+
+use crate::jobs::DeliverEvent;
+use crate::{Context, StoreError};
+
+/// The event type.
+pub const ENTITLEMENT_CHANGED: &str = "entitlement.changed";
+
+/// What caused an event: the audit action and its subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cause {
+    pub action: String,
+    pub subject_type: String,
+    pub subject_id: String,
+}
+
+/// The body delivered to webhook endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementChanged {
+    /// Stable per change; also the delivery's `Idempotency-Key`.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub tenant_id: String,
+    /// The tenant's version after the change: receivers drop events older than one they applied.
+    pub version: i64,
+    pub cause: Cause,
+    pub entitlement: EffectiveEntitlement,
+}
+
+/// Emits the event for a change, in the change's transaction.
+pub(crate) async fn emit(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    action: &str,
+    subject_type: &str,
+    subject_id: &str,
+    entitlement: &EffectiveEntitlement,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let event = EntitlementChanged {
+        id: format!("{action}:{subject_id}"),
+        kind: ENTITLEMENT_CHANGED.to_owned(),
+        occurred_at: now,
+        tenant_id: entitlement.tenant_id.to_string(),
+        version: entitlement.version,
+        cause: Cause {
+            action: action.to_owned(),
+            subject_type: subject_type.to_owned(),
+            subject_id: subject_id.to_owned(),
+        },
+        entitlement: entitlement.clone(),
+    };
+    if ctx.webhooks.is_empty() {
+        tracing::info!(event_id = %event.id, tenant_id = %event.tenant_id, version = event.version,
+            "entitlement.changed (no webhook endpoint configured; logged only)");
+        return Ok(());
+    }
+    let mut jobs = Vec::with_capacity(ctx.webhooks.len());
+    for endpoint in ctx.webhooks.iter() {
+        let key = format!("{}@{endpoint}", event.id);
+        let job = DeliverEvent {
+            endpoint: endpoint.clone(),
+            event: event.clone(),
+        };
+        jobs.push(NewJob::new(&job, now)?.with_key(key));
+    }
+    enqueue(conn, jobs).await?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `deliver_event`: POSTs one signed `entitlement.changed` event to one webhook endpoint.
+//!
+//! 2xx is delivered. 408, 429 and 5xx, timeouts and connection errors are retried with backoff
+//! (`tierflow_store::jobs::DeliverEvent` sets the attempts); any other 4xx means the endpoint will
+//! never accept this event, so the job is dead at once and shows in `tierflow jobs dead`. Each
+//! delivery is its own job, so a failing endpoint delays only its own events.
+//!
+//! Payload, kind name and attempts: `tierflow_store::jobs::DeliverEvent`. Tables: none besides
+//! the job's own row. Proven by `crates/tierflow-worker/tests/webhooks.rs`.
+
+use chrono::Utc;
+use sqlx::PgConnection;
+use tierflow_queue::{HandlerFuture, JobError, Outcome};
+use tierflow_store::jobs::DeliverEvent;
+
+use crate::WorkerState;
+use crate::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, sign};
+
+/// Delivers one event (the job's transaction is not used: delivery touches no table).
+pub fn handle<'a>(
+    job: DeliverEvent,
+    _: &'a mut PgConnection,
+    state: &'a WorkerState,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        let Some(client) = state.webhooks.as_ref() else {
+            return Err(JobError::Permanent(
+                "no webhook secret configured in this worker; set TIERFLOW_WEBHOOK_SECRET and re-drive".into(),
+            ));
+        };
+        let body = serde_json::to_vec(&job.event)
+            .map_err(|e| JobError::Permanent(format!("event does not encode: {e}")))?;
+        let signature = sign(&client.secret, Utc::now().timestamp(), &body);
+        let sent = client
+            .http
+            .post(&job.endpoint)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", &job.event.id)
+            .header(EVENT_ID_HEADER, &job.event.id)
+            .header(SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                Ok(Outcome::Done(format!("delivered ({})", r.status())))
+            }
+            Ok(r) => {
+                let status = r.status();
+                let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+                let message = format!("endpoint answered {status}");
+                Err(if retry {
+                    JobError::Retry(message)
+                } else {
+                    JobError::Permanent(message)
+                })
+            }
+            // Without the URL: it may carry a token.
+            Err(e) => Err(JobError::Retry(format!(
+                "delivery failed: {}",
+                e.without_url()
+            ))),
+        }
+    })
+}
