@@ -94,3 +94,55 @@ async fn bad_input_exits_with_the_reason() {
         stderr(&o)
     );
 }
+
+/// Operators list dead jobs, re-drive one, and get a clear refusal for the wrong job or state.
+#[tokio::test]
+async fn operators_list_and_redrive_dead_jobs() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, done_at, last_result)
+         VALUES ('01DEAD0000000000000000000A', 'apply_downgrade', convert_to('{}', 'UTF8'), 'Dead', 20, 20, now(),
+                 '{\"Err\": \"endpoint answered 500\"}')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let url = db.url();
+    let dead = tierflow(&url, &["jobs", "dead", "--json"]);
+    assert!(dead.status.success(), "{}", stderr(&dead));
+    let rows: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "01DEAD0000000000000000000A");
+    assert_eq!(rows[0]["last_result"]["Err"], "endpoint answered 500");
+    let table = tierflow(&url, &["jobs", "dead"]);
+    assert!(
+        stdout(&table).contains("apply_downgrade"),
+        "{}",
+        stdout(&table)
+    );
+
+    let retry = tierflow(&url, &["jobs", "retry", "01DEAD0000000000000000000A"]);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    let state: (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM apalis.jobs WHERE id = '01DEAD0000000000000000000A'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(state, ("Pending".into(), 0));
+    let again = tierflow(&url, &["jobs", "retry", "01DEAD0000000000000000000A"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("it is Pending"),
+        "{}",
+        stderr(&again)
+    );
+    let missing = tierflow(&url, &["jobs", "retry", "nope"]);
+    assert!(
+        stderr(&missing).contains("no job with id 'nope'"),
+        "{}",
+        stderr(&missing)
+    );
+    let stats = tierflow(&url, &["jobs", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats[0]["state"], "due");
+}

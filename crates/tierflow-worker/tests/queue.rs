@@ -395,3 +395,48 @@ async fn wakeups_are_never_lost() {
     assert!(worst < 0.25, "a job started {worst}s after its due time");
     running.stop().await;
 }
+
+/// Retention: finished jobs past their age are pruned, dead ones only after the longer dead
+/// retention; recent and unfinished jobs stay.
+#[tokio::test]
+async fn cleaner_prunes_by_state_and_age() {
+    use tierflow_queue::maintenance::cleaner::{self, CleanerConfig};
+    let db = db().await;
+    let pool = db.pool();
+    for (i, (status, age_hours)) in [
+        ("Done", 3),
+        ("Done", 0),
+        ("Cancelled", 3),
+        ("Dead", 3),
+        ("Dead", 30),
+        ("Pending", 100),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, run_at, done_at)
+             VALUES ($1, 'test_echo', convert_to('{}', 'UTF8'), $2, now(),
+                     CASE WHEN $2 = 'Pending' THEN NULL ELSE now() - make_interval(hours => $3) END)",
+        )
+        .bind(format!("01CLEAN{i:019}"))
+        .bind(status)
+        .bind(age_hours)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let cfg = CleanerConfig {
+        retention: Duration::from_secs(3600),
+        dead_retention: Duration::from_secs(24 * 3600),
+        interval: Duration::from_secs(60),
+    };
+    let out = cleaner::run_once(pool, &cfg).await.unwrap();
+    assert_eq!((out.finished, out.dead), (2, 1));
+    let left: Vec<(String,)> = sqlx::query_as("SELECT status FROM apalis.jobs ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let left: Vec<&str> = left.iter().map(|(s,)| s.as_str()).collect();
+    assert_eq!(left, ["Done", "Dead", "Pending"]);
+}
