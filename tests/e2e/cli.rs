@@ -146,3 +146,40 @@ async fn operators_list_and_redrive_dead_jobs() {
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats[0]["state"], "due");
 }
+
+/// Operators provision a tenant, read its entitlement and its history from the command line.
+#[tokio::test]
+async fn operators_read_tenants_and_history() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let p = tierflow(&url, &["tenants", "provision", "acme", "--tier", "starter"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    assert!(stdout(&p).contains("tenant acme provisioned on starter"));
+    let again = tierflow(&url, &["tenants", "provision", "acme", "--tier", "starter"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"));
+
+    let show = tierflow(&url, &["tenants", "show", "acme"]);
+    assert!(
+        stdout(&show).contains("api_access         on         plan starter"),
+        "{}",
+        stdout(&show)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&tierflow(&url, &["tenants", "show", "acme", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(json["tier_id"], "starter");
+    let missing = tierflow(&url, &["tenants", "show", "nobody"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("tenant 'nobody' is not known"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let history = tierflow(&url, &["transitions", "list", "acme", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(rows[0]["kind"], "provision");
+    let table = tierflow(&url, &["transitions", "list", "acme"]);
+    assert!(stdout(&table).contains("provision"), "{}", stdout(&table));
+}

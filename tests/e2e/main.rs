@@ -1,5 +1,7 @@
 //! End-to-end tests of the `tierflow` binary. See `tests/README.md`.
 
+mod api;
+mod api_support;
 mod cli;
 mod fleet;
 mod support;

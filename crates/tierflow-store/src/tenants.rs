@@ -142,3 +142,15 @@ pub(crate) async fn effective_at(
         now,
     ))
 }
+
+/// Whether the tenant exists.
+pub async fn exists(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tenant_entitlements WHERE tenant_id = $1)",
+        )
+        .bind(tenant_id.as_str())
+        .fetch_one(conn)
+        .await?,
+    )
+}

@@ -74,3 +74,32 @@ pub async fn get(conn: &mut PgConnection, id: &TierId) -> Result<Option<Tier>, S
 fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(v).map_err(|e| StoreError::Corrupt(format!("tier does not encode: {e}")))
 }
+
+/// Creates or replaces a tier (an operator's `PUT /v1/tiers/{id}`); returns whether it was
+/// created. Tenants on the tier see the new features and limits at once.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    t: &Tier,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let created: bool = sqlx::query_scalar(
+        "INSERT INTO tiers (tier_id, name, category, rank, active, features, limits, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+         ON CONFLICT (tier_id) DO UPDATE SET name = EXCLUDED.name, category = EXCLUDED.category,
+             rank = EXCLUDED.rank, active = EXCLUDED.active, features = EXCLUDED.features,
+             limits = EXCLUDED.limits, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+         RETURNING (xmax = 0)",
+    )
+    .bind(t.tier_id.as_str())
+    .bind(&t.name)
+    .bind(t.category.as_str())
+    .bind(t.rank)
+    .bind(t.active)
+    .bind(to_json(&t.features)?)
+    .bind(to_json(&t.limits)?)
+    .bind(&t.metadata)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    Ok(created)
+}

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{jobs, migrate, tiers, worker};
+use crate::commands::{api, jobs, migrate, tenants, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -29,6 +29,14 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// List, show and seed tiers.
     Tiers(tiers::TiersArgs),
+    /// Provision a tenant, or show its effective entitlement.
+    Tenants(tenants::TenantsArgs),
+    /// A tenant's transition history.
+    Transitions(tenants::TransitionsArgs),
+    /// Serve the HTTP API for upstream services (needs tokens; see --help).
+    Api(api::ApiArgs),
+    /// Serve the API and run the worker in one process (small installations, the demo).
+    Run(api::RunArgs),
     /// Run jobs: a worker process of the fleet (run as many as needed, on any hosts).
     ///
     /// Claims due jobs of every kind, runs them with retry and backoff, rescues jobs of workers

@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Tiers(args) => commands::tiers::run(args).await,
+            Command::Tenants(args) => commands::tenants::run(args).await,
+            Command::Transitions(args) => commands::tenants::run_transitions(args).await,
             Command::Worker(args) => commands::worker::run(args).await,
+            Command::Api(args) => commands::api::run_api(args).await,
+            Command::Run(args) => commands::api::run_both(args).await,
             Command::Jobs(args) => commands::jobs::run(args).await,
         }
     });

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod api;
 pub mod jobs;
 pub mod migrate;
+pub mod tenants;
 pub mod tiers;
 pub mod worker;

@@ -22,6 +22,13 @@ pub struct WorkerArgs {
     pub db: DatabaseArgs,
     #[command(flatten)]
     pub events: EventArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// The job runtime's settings (shared by `worker` and `run`).
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
     /// Jobs of each kind this process runs at once.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
@@ -51,8 +58,8 @@ pub struct WorkerArgs {
     pub dead_retention_hours: u64,
 }
 
-impl WorkerArgs {
-    fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
+impl FleetArgs {
+    pub fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
         let config = FleetConfig {
             concurrency: self.concurrency,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
@@ -77,29 +84,47 @@ impl WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let config = args.fleet_config()?;
+    let config = args.fleet.fleet_config()?;
     args.events.validate()?;
+    let pool = worker_pool(&args.db, &config)?;
+    tracing::info!(database = %database::target(&args.db), "starting worker");
+    let fleet = build_fleet(pool.clone(), &args.events, config)?;
+    fleet.run_until(shutdown::signal()).await;
+    pool.close().await;
+    Ok(())
+}
+
+/// A pool for a fleet: each running job holds one connection for its transaction; the rest serve
+/// the producers, the heartbeat, the maintenance leader and recording failures.
+pub fn worker_pool(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<sqlx::PgPool> {
     let kinds = tierflow_store::jobs::KINDS.len() as u32;
-    // Each running job holds one connection for its transaction; the rest serve the producers,
-    // the heartbeat, the maintenance leader and recording failures.
-    let size = args
-        .db
+    let size = db
         .db_pool_size
         .unwrap_or(config.concurrency as u32 * kinds + 4);
-    let pool = database::lazy(&args.db, size)?;
-    tracing::info!(database = %database::target(&args.db), pool_size = size, "starting worker");
-    let store = Context::new(Arc::new(SystemClock)).with_webhooks(args.events.webhook_urls.clone());
-    let webhooks = match args.events.webhook_secret.clone() {
+    tracing::debug!(pool_size = size, "worker pool");
+    database::lazy(db, size)
+}
+
+/// The fleet with every job kind, delivering events as configured.
+pub fn build_fleet(
+    pool: sqlx::PgPool,
+    events: &EventArgs,
+    config: FleetConfig,
+) -> anyhow::Result<tierflow_queue::Fleet<WorkerState>> {
+    let store = store_context(events);
+    let webhooks = match events.webhook_secret.clone() {
         Some(secret) => Some(WebhookClient::new(Secret::new(secret))?),
         None => None,
     };
     tracing::info!(
-        endpoints = args.events.webhook_urls.len(),
+        endpoints = events.webhook_urls.len(),
         "webhook delivery configured"
     );
     let state = Arc::new(WorkerState { store, webhooks });
-    let fleet = tierflow_worker::fleet::build(pool.clone(), state, config);
-    fleet.run_until(shutdown::signal()).await;
-    pool.close().await;
-    Ok(())
+    Ok(tierflow_worker::fleet::build(pool, state, config))
+}
+
+/// The store context every process uses: the wall clock and the webhook endpoints.
+pub fn store_context(events: &EventArgs) -> Context {
+    Context::new(Arc::new(SystemClock)).with_webhooks(events.webhook_urls.clone())
 }

@@ -1,0 +1,106 @@
+//! `GET /v1/jobs`, and `POST /v1/jobs/{job_id}/retry|cancel` (admin).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use serde::Deserialize;
+use tierflow_queue::JobState;
+use tierflow_queue::admin::{self, AdminRefusal, JobRow};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::tenants::to_json;
+use crate::app::AppState;
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Path, Query};
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(retry))
+        .routes(routes!(cancel))
+}
+
+/// Job filters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    /// Pending, Running, Done, Failed, Dead or Cancelled.
+    pub state: Option<String>,
+    /// A job kind, e.g. apply_downgrade.
+    pub kind: Option<String>,
+    /// 1–500 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// Jobs, most recently due first.
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", security(("bearer" = [])), params(JobsQuery),
+    responses((status = 200, description = "the jobs", body = Vec<Object>), (status = 400, body = Problem, description = "malformed request")))]
+async fn list(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Query(q): Query<JobsQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if let Some(s) = &q.state
+        && JobState::parse(s).is_none()
+    {
+        return Err(ApiError::Malformed(format!(
+            "unknown state '{s}'; use Pending, Running, Done, Failed, Dead or Cancelled"
+        )));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Malformed(format!(
+            "limit is {limit}; use 1 to 500"
+        )));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let rows = admin::list(&mut conn, q.state.as_deref(), q.kind.as_deref(), limit).await?;
+    Ok(axum::Json(to_json(&rows)?))
+}
+
+/// Re-drives a dead or cancelled job (admin).
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/retry", operation_id = "retry_job", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "the job")),
+    responses((status = 200, body = Object, description = "success"), (status = 403, body = Problem, description = "not an admin token"), (status = 404, body = Problem, description = "not found"),
+              (status = 409, description = "not dead or cancelled", body = Problem)))]
+async fn retry(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(job_id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let row = admin::retry(&mut conn, &job_id).await?;
+    answer(row, &job_id, "re-drive", "only Dead or Cancelled jobs")
+}
+
+/// Cancels a job that has not started (admin).
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "the job")),
+    responses((status = 200, body = Object, description = "success"), (status = 403, body = Problem, description = "not an admin token"), (status = 404, body = Problem, description = "not found"),
+              (status = 409, description = "already started or finished", body = Problem)))]
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(job_id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let row = admin::cancel(&mut conn, &job_id).await?;
+    answer(row, &job_id, "cancel", "only Pending or Failed jobs")
+}
+
+fn answer(
+    row: Result<JobRow, AdminRefusal>,
+    id: &str,
+    action: &str,
+    allowed: &str,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match row {
+        Ok(row) => Ok(axum::Json(to_json(&row)?)),
+        Err(AdminRefusal::NotFound) => Err(ApiError::NotFound(format!("no job with id '{id}'"))),
+        Err(AdminRefusal::WrongState(s)) => Err(ApiError::StateConflict(format!(
+            "cannot {action} job {id}: it is {s}; {allowed} can be"
+        ))),
+    }
+}

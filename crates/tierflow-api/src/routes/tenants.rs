@@ -1,0 +1,85 @@
+//! `POST /v1/tenants` (provision) and `GET /v1/tenants/{tenant_id}/entitlement`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tierflow_domain::ids::{Actor, Reason, TenantId, TierId};
+use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path};
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(provision))
+        .routes(routes!(entitlement))
+}
+
+/// A new tenant and its first tier.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionBody {
+    pub tenant_id: String,
+    pub tier_id: String,
+    pub reason: Option<String>,
+    /// Defaults to the token's name.
+    pub requested_by: Option<String>,
+}
+
+/// Provisions a tenant on its first tier.
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "provision_tenant", tag = "tenants", security(("bearer" = [])),
+    request_body = ProvisionBody,
+    responses(
+        (status = 201, description = "the provision transition and the effective entitlement", body = Object),
+        (status = 409, description = "the tenant exists", body = Problem),
+        (status = 404, description = "unknown tier", body = Problem),
+        (status = 422, description = "invalid field", body = Problem)))]
+async fn provision(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<ProvisionBody>,
+) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+    let req = ProvisionRequest {
+        tenant_id: TenantId::parse(body.tenant_id)?,
+        tier_id: TierId::parse(body.tier_id)?,
+        reason: body.reason.map(Reason::parse).transpose()?,
+        requested_by: Actor::parse(body.requested_by.unwrap_or(caller.name))?,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let out = provision_tenant(&mut conn, &state.ctx, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_json(&out)?)))
+}
+
+/// What the tenant may do now, with the provenance of every value.
+#[utoipa::path(get, path = "/v1/tenants/{tenant_id}/entitlement", operation_id = "get_entitlement", tag = "tenants", security(("bearer" = [])),
+    params(("tenant_id" = String, Path, description = "the tenant")),
+    responses(
+        (status = 200, description = "the effective entitlement", body = Object),
+        (status = 404, description = "unknown tenant", body = Problem)))]
+async fn entitlement(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path(tenant_id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let tenant = parse_tenant(tenant_id)?;
+    let mut conn = state.pool.acquire().await?;
+    let e = tierflow_store::tenants::effective(&mut conn, &state.ctx, &tenant).await?;
+    Ok(axum::Json(to_json(&e)?))
+}
+
+/// A tenant id from a path: malformed is 400.
+pub(crate) fn parse_tenant(s: String) -> Result<TenantId, ApiError> {
+    TenantId::parse(s).map_err(|e| ApiError::Malformed(e.to_string()))
+}
+
+/// Serializes a response body.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v)
+        .map_err(|e| ApiError::Internal(format!("response does not encode: {e}")))
+}

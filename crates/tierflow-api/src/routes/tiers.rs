@@ -1,0 +1,108 @@
+//! `GET /v1/tiers` and `PUT /v1/tiers/{tier_id}` (admin).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tierflow_domain::ids::TierId;
+use tierflow_domain::tier::{Features, Limits, Tier, TierCategory};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::tenants::to_json;
+use crate::app::AppState;
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path};
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(put))
+}
+
+/// Every tier, by rank.
+#[utoipa::path(get, path = "/v1/tiers", operation_id = "list_tiers", tag = "tiers", security(("bearer" = [])),
+    responses((status = 200, description = "the tiers", body = Vec<Object>)))]
+async fn list(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let tiers = tierflow_store::tiers::list(&mut conn).await?;
+    Ok(axum::Json(to_json(&tiers)?))
+}
+
+/// A tier's definition.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierBody {
+    pub name: String,
+    /// free, paid or enterprise.
+    pub category: String,
+    /// Orders tiers: higher is more; equal ranks are lateral moves.
+    pub rank: i32,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Feature switches, e.g. {"voice": true}.
+    #[schema(value_type = Object)]
+    pub features: Features,
+    /// Limits, e.g. {"leads": 1000}; null is unlimited.
+    #[schema(value_type = Object)]
+    pub limits: Limits,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Creates or replaces a tier (admin). Tenants on it see the change at once.
+#[utoipa::path(put, path = "/v1/tiers/{tier_id}", operation_id = "put_tier", tag = "tiers", security(("bearer" = [])),
+    params(("tier_id" = String, Path, description = "the tier")),
+    request_body = TierBody,
+    responses(
+        (status = 201, description = "created", body = Object),
+        (status = 200, description = "replaced", body = Object),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 422, description = "invalid field", body = Problem)))]
+async fn put(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(tier_id): Path<String>,
+    Json(body): Json<TierBody>,
+) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+    let tier_id = TierId::parse(tier_id).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let category = TierCategory::parse(&body.category)
+        .ok_or_else(|| ApiError::field("category", "use free, paid or enterprise"))?;
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(ApiError::field("name", "name must be 1 to 100 characters"));
+    }
+    if let Some((name, _)) = body.limits.iter().find(|(_, l)| l.is_some_and(|l| l < 0)) {
+        return Err(ApiError::field(
+            "limits",
+            format!("limit '{name}' is negative; use 0 or more, or null for unlimited"),
+        ));
+    }
+    let tier = Tier {
+        tier_id,
+        name: body.name,
+        category,
+        rank: body.rank,
+        active: body.active,
+        features: body.features,
+        limits: body.limits,
+        metadata: body.metadata,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let created = tierflow_store::tiers::upsert(&mut conn, &tier, state.ctx.clock.now()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(to_json(&tier)?)))
+}

@@ -1,0 +1,148 @@
+//! `tierflow api` (the HTTP API) and `tierflow run` (API and worker in one process).
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Args;
+use tierflow_api::auth::Role;
+use tierflow_api::{Api, ApiConfig, Token};
+use tierflow_domain::transition::GracePeriod;
+
+use super::worker::{FleetArgs, build_fleet, store_context, worker_pool};
+use crate::cli::{DatabaseArgs, EventArgs};
+use crate::{database, shutdown};
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub events: EventArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub events: EventArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address the API listens on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "TIERFLOW_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Service tokens (transitions, overrides, reads), as `name:secret`, comma-separated. Never logged.
+    #[arg(
+        long = "service-token",
+        env = "TIERFLOW_SERVICE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub service_tokens: Vec<String>,
+    /// Admin tokens (everything, including tiers and job re-drive), as `name:secret`. Never logged.
+    #[arg(
+        long = "admin-token",
+        env = "TIERFLOW_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TIERFLOW_MAX_BODY_BYTES", default_value_t = ApiConfig::DEFAULT_MAX_BODY)]
+    pub max_body_bytes: usize,
+    /// Grace period of a downgrade that names none, in seconds (default 7 days).
+    #[arg(long, env = "TIERFLOW_DEFAULT_GRACE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub default_grace_secs: i64,
+}
+
+impl HttpArgs {
+    fn config(&self) -> anyhow::Result<ApiConfig> {
+        let mut tokens = Vec::new();
+        for (specs, role) in [
+            (&self.service_tokens, Role::Service),
+            (&self.admin_tokens, Role::Admin),
+        ] {
+            for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
+                tokens.push(Token::parse(spec, role).map_err(|e| anyhow::anyhow!(e))?);
+            }
+        }
+        if tokens.is_empty() {
+            anyhow::bail!(
+                "no API tokens configured; set TIERFLOW_SERVICE_TOKENS and TIERFLOW_ADMIN_TOKENS (name:secret, comma-separated)"
+            );
+        }
+        Ok(ApiConfig {
+            listen: self.listen,
+            tokens,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+
+    fn default_grace(&self) -> anyhow::Result<GracePeriod> {
+        GracePeriod::from_secs(self.default_grace_secs)
+            .map_err(|e| anyhow::anyhow!("TIERFLOW_DEFAULT_GRACE_SECS: {e}"))
+    }
+}
+
+async fn bind(
+    db: &DatabaseArgs,
+    events: &EventArgs,
+    http: &HttpArgs,
+    pool: sqlx::PgPool,
+) -> anyhow::Result<Api> {
+    events.validate()?;
+    let config = http.config()?;
+    let mut ctx = store_context(events);
+    ctx.default_grace = http.default_grace()?;
+    let api = Api::build(&config, pool, ctx)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = api.local_addr()?;
+    tracing::info!(%addr, database = %database::target(db), "api listening");
+    Ok(api)
+}
+
+pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
+    let pool = database::lazy(&args.db, args.db.db_pool_size.unwrap_or(20))?;
+    let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
+    api.run_until(shutdown::signal()).await?;
+    tracing::info!("api stopped");
+    pool.close().await;
+    Ok(())
+}
+
+/// API and worker in one process; a stop signal stops both, the API first.
+pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
+    let fleet_config = args.fleet.fleet_config()?;
+    let pool = worker_pool(&args.db, &fleet_config)?;
+    let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
+    let fleet = build_fleet(pool.clone(), &args.events, fleet_config)?;
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut api_stop = stop_tx.subscribe();
+    let mut fleet_stop = stop_tx.subscribe();
+    let api_task = tokio::spawn(api.run_until(async move {
+        let _ = api_stop.recv().await;
+    }));
+    let fleet_task = tokio::spawn(fleet.run_until(async move {
+        let _ = fleet_stop.recv().await;
+    }));
+    shutdown::signal().await;
+    let _ = stop_tx.send(());
+    match api_task.await {
+        Ok(Ok(())) => tracing::info!("api stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "api stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "api task failed"),
+    }
+    let _ = fleet_task.await;
+    pool.close().await;
+    Ok(())
+}
