@@ -33,6 +33,7 @@ impl TestApi {
             .arg(cmd)
             .env("DATABASE_URL", db.url())
             .env("TIERFLOW_LISTEN", "127.0.0.1:0")
+            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
             .env("TIERFLOW_SERVICE_TOKENS", format!("billing:{SERVICE}"))
             .env("TIERFLOW_ADMIN_TOKENS", format!("ops:{ADMIN}"))
             .env("TIERFLOW_LOG_FORMAT", "json")

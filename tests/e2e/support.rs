@@ -38,6 +38,7 @@ impl WorkerProc {
             .arg("worker")
             .env("DATABASE_URL", url)
             .env("HOSTNAME", host)
+            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
             .env("TIERFLOW_CONCURRENCY", "4")
             .env("TIERFLOW_POLL_INTERVAL_MS", "500")
             .env("TIERFLOW_HEARTBEAT_INTERVAL_MS", "200")

@@ -13,12 +13,14 @@
 //! - [`error`] — [`ApiError`], the only type that becomes an HTTP error response.
 //! - [`extract`] — JSON, path, query and `Idempotency-Key` extractors that reject with [`ApiError`].
 //! - [`routes`] — one module per resource.
+//! - [`ops`] — `/metrics`, `/healthz`, `/readyz` on their own listener, for every process.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod ops;
 pub mod routes;
 
 pub use app::{Api, AppState};

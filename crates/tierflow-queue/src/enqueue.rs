@@ -71,6 +71,9 @@ pub async fn enqueue(
     .bind(&keys)
     .fetch_all(conn)
     .await?;
+    for (_, kind, _, _) in &rows {
+        metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => kind.clone()).increment(1);
+    }
     Ok(rows
         .into_iter()
         .map(|(id, kind, key, run_at)| EnqueuedJob {
@@ -111,6 +114,10 @@ pub async fn cancel_by_keys(
     .bind(JobState::not_started().as_slice())
     .fetch_all(conn)
     .await?;
+    for (_, kind, _) in &rows {
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.clone(), "outcome" => "cancelled")
+            .increment(1);
+    }
     Ok(rows
         .into_iter()
         .map(|(id, kind, key)| CancelledJob { id, kind, key })

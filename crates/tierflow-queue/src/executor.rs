@@ -61,6 +61,21 @@ pub enum RunResult {
     Unrecorded,
 }
 
+impl RunResult {
+    /// The `outcome` label of `tierflow_jobs_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            RunResult::Done => "success",
+            RunResult::NoOp => "noop",
+            RunResult::Rescheduled => "rescheduled",
+            RunResult::Retrying => "retry",
+            RunResult::Dead => "dead",
+            RunResult::LeaseLost => "lease_lost",
+            RunResult::Unrecorded => "unrecorded",
+        }
+    }
+}
+
 /// A job kind's runner: decodes its payload and calls its handler.
 pub(crate) trait KindRunner<S>: Send + Sync {
     fn kind(&self) -> &'static str;
@@ -125,8 +140,23 @@ impl<S: Send + Sync + 'static> Executor<S> {
             job.id = %lease.job_id,
             job.kind = lease.kind,
             job.attempt = lease.attempt,
+            tenant_id = tracing::field::Empty,
         );
-        self.execute_inner(claimed).instrument(span).await
+        let kind = lease.kind;
+        let pickup = (lease.claimed_at - lease.run_at)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1e6;
+        metrics::histogram!(crate::metrics::PICKUP_DELAY, "kind" => kind).record(pickup.max(0.0));
+        let busy = metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind);
+        busy.increment(1.0);
+        let started = std::time::Instant::now();
+        let result = self.execute_inner(claimed).instrument(span).await;
+        busy.decrement(1.0);
+        metrics::histogram!(crate::metrics::JOB_DURATION, "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        crate::metrics::finished(kind, result.outcome());
+        result
     }
 
     async fn execute_inner(&self, claimed: Claimed) -> RunResult {

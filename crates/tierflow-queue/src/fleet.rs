@@ -30,7 +30,7 @@ use crate::maintenance::elector::Elector;
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::notifier::Notifier;
 use crate::producer::{Producer, ProducerBackend, ProducerConfig, run_job};
-use crate::{Job, heartbeat, lease};
+use crate::{Job, depth, heartbeat, lease};
 
 /// Fleet settings. Defaults are the named constants of each part.
 #[derive(Debug, Clone)]
@@ -96,6 +96,7 @@ pub struct Fleet<S> {
     config: FleetConfig,
     runners: Vec<Arc<dyn KindRunner<S>>>,
     worker_id: Arc<str>,
+    samplers: Vec<(&'static str, &'static str)>,
 }
 
 impl<S: Send + Sync + 'static> Fleet<S> {
@@ -107,7 +108,15 @@ impl<S: Send + Sync + 'static> Fleet<S> {
             config,
             runners: Vec::new(),
             worker_id: heartbeat::incarnation_id(),
+            samplers: Vec::new(),
         }
+    }
+
+    /// Adds a gauge the maintenance leader samples with `sql` (one `float8` row) alongside queue
+    /// depth, e.g. the number of active overrides.
+    pub fn sample_sql(mut self, metric: &'static str, sql: &'static str) -> Self {
+        self.samplers.push((metric, sql));
+        self
     }
 
     /// Registers the handler of kind `J`.
@@ -137,6 +146,11 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         self.register_until_reachable(&kinds, &stop_services).await;
         tracing::info!(worker_id = %id, kinds = ?kinds, concurrency = self.config.concurrency, "worker started");
 
+        for kind in &kinds {
+            metrics::gauge!(crate::metrics::WORKER_SLOTS, "kind" => *kind)
+                .set(self.config.concurrency as f64);
+            metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => *kind).set(0.0);
+        }
         let mut wakers = HashMap::new();
         let mut workers = JoinSet::new();
         for runner in &self.runners {
@@ -195,9 +209,18 @@ impl<S: Send + Sync + 'static> Fleet<S> {
             self.config.heartbeat_interval,
             stop_services.clone(),
         ));
+        services.spawn(depth::run_publisher(
+            self.pool.clone(),
+            depth::DEFAULT_INTERVAL,
+            stop_services.clone(),
+        ));
         let maintenance = tokio::spawn(maintain(
             self.pool.clone(),
             self.config.clone(),
+            Samplers {
+                kinds: kinds.clone(),
+                sql: self.samplers.clone(),
+            },
             stop_services.clone(),
         ));
 
@@ -256,12 +279,47 @@ impl<S: Send + Sync + 'static> Fleet<S> {
     }
 }
 
-/// Runs the rescuer (and, less often, the cleaner) while this replica leads.
-async fn maintain(pool: PgPool, config: FleetConfig, stop: CancellationToken) {
+/// What the leader samples for metrics.
+struct Samplers {
+    kinds: Vec<&'static str>,
+    sql: Vec<(&'static str, &'static str)>,
+}
+
+impl Samplers {
+    async fn run(&self, pool: &PgPool) {
+        if let Err(e) = depth::sample(pool, &self.kinds).await {
+            tracing::warn!(error = %e, "queue depth sampling failed");
+        }
+        for (metric, sql) in &self.sql {
+            let value: Result<f64, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(*sql))
+                .fetch_one(pool)
+                .await;
+            let stored = match value {
+                Ok(v) => sqlx::query(
+                    "INSERT INTO tierflow_samples (metric, labels, value, sampled_at) VALUES ($1, '{}', $2, now())
+                     ON CONFLICT (metric, labels) DO UPDATE SET value = EXCLUDED.value, sampled_at = EXCLUDED.sampled_at",
+                )
+                .bind(metric)
+                .bind(v)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                tracing::warn!(metric, error = %e, "sampling failed");
+            }
+        }
+    }
+}
+
+/// Runs the rescuer, the samplers and (less often) the cleaner while this replica leads.
+async fn maintain(pool: PgPool, config: FleetConfig, samplers: Samplers, stop: CancellationToken) {
     let mut elector = Elector::new(pool.clone());
     let mut tick = tokio::time::interval(config.rescuer.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_clean = tokio::time::Instant::now();
+    let mut last_sample: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -272,6 +330,10 @@ async fn maintain(pool: PgPool, config: FleetConfig, stop: CancellationToken) {
         }
         if let Err(e) = rescuer::run_once(&pool, &config.rescuer).await {
             tracing::warn!(error = %e, "rescuer round failed");
+        }
+        if last_sample.is_none_or(|t| t.elapsed() >= depth::DEFAULT_INTERVAL) {
+            last_sample = Some(tokio::time::Instant::now());
+            samplers.run(&pool).await;
         }
         if last_clean.elapsed() >= config.cleaner.interval {
             last_clean = tokio::time::Instant::now();

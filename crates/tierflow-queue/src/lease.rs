@@ -31,6 +31,8 @@ pub struct Lease {
     pub worker_id: Arc<str>,
     /// When the job was due.
     pub run_at: DateTime<Utc>,
+    /// When it was claimed (database clock, like `run_at`).
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// A claimed job: its lease and its payload.
@@ -54,6 +56,7 @@ pub async fn claim(
         attempts: i32,
         max_attempts: i32,
         run_at: DateTime<Utc>,
+        claimed_at: DateTime<Utc>,
     }
     let rows: Vec<Row> = sqlx::query_as(
         "WITH next AS (
@@ -65,7 +68,7 @@ pub async fn claim(
          UPDATE apalis.jobs j
             SET status = 'Running', lock_by = $2, lock_at = now(), attempts = j.attempts + 1
            FROM next WHERE j.id = next.id
-         RETURNING j.id, j.job, j.attempts, j.max_attempts, j.run_at",
+         RETURNING j.id, j.job, j.attempts, j.max_attempts, j.run_at, j.lock_at AS claimed_at",
     )
     .bind(kind)
     .bind(worker_id.as_ref())
@@ -82,6 +85,7 @@ pub async fn claim(
                 max_attempts: r.max_attempts,
                 worker_id: worker_id.clone(),
                 run_at: r.run_at,
+                claimed_at: r.claimed_at,
             },
             payload: r.job,
         })

@@ -21,11 +21,13 @@
 //!   handler and records the outcome through [`lease`] (fenced); plus the [`heartbeat`] and the
 //!   [`maintenance`] services (elector, rescuer, cleaner).
 //! - [`retry`] — exponential backoff with jitter.
+//! - [`metrics`], [`depth`] — metric names and recording; queue depth sampled once per fleet.
 //! - [`admin`] — what operators do: stats, list, dead jobs, re-drive, cancel.
 //! - [`schema`] — the apalis migrations.
 //! - [`error`] — [`QueueError`].
 
 pub mod admin;
+pub mod depth;
 pub mod enqueue;
 pub mod error;
 pub mod executor;
@@ -34,6 +36,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod lease;
 pub mod maintenance;
+pub mod metrics;
 pub mod notifier;
 pub mod producer;
 pub mod retry;

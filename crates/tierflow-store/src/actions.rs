@@ -114,6 +114,8 @@ pub async fn run_transition_action(
                     .execute(&mut *tx)
                     .await?;
                     restrictions::lift(&mut tx, tenant_id, &[lift]).await?;
+                    let late = (now - ends).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    metrics::histogram!(crate::metrics::GRACE_LATENESS).record(late);
                     audit_details = serde_json::json!({
                         "transition_id": transition_id, "from_tier": tenant.tier_id,
                         "to_tier": to_tier, "grace_ended_at": ends,

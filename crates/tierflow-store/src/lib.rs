@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod jobs;
+pub mod metrics;
 pub mod migrate;
 pub mod overrides;
 mod restrictions;

@@ -83,7 +83,16 @@ pub async fn request_transition(
     req: TransitionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let outcome = request_in(&mut tx, ctx, &req).await?;
+    let result = request_in(&mut tx, ctx, &req).await;
+    let (kind, outcome) = match &result {
+        Ok(o) if o.replayed => (o.transition.kind.as_str(), "replayed"),
+        Ok(o) => (o.transition.kind.as_str(), "accepted"),
+        Err(e) if e.is_caller_error() => ("unknown", "refused"),
+        Err(_) => ("unknown", "failed"),
+    };
+    metrics::counter!(crate::metrics::TRANSITIONS, "kind" => kind, "outcome" => outcome)
+        .increment(1);
+    let outcome = result?;
     tx.commit().await?;
     Ok(outcome)
 }

@@ -16,6 +16,10 @@ pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Flee
         .register::<ApplyDowngrade>(jobs::apply_downgrade::handle)
         .register::<ExpireOverride>(jobs::expire_override::handle)
         .register::<DeliverEvent>(jobs::deliver_event::handle)
+        .sample_sql(
+            tierflow_store::metrics::ACTIVE_OVERRIDES,
+            tierflow_store::metrics::ACTIVE_OVERRIDES_SQL,
+        )
 }
 
 #[cfg(test)]

@@ -96,6 +96,14 @@ impl EventArgs {
     }
 }
 
+/// The operations endpoint (`/metrics`, `/healthz`, `/readyz`) every long-running process serves.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// Address of /metrics, /healthz and /readyz (port 0 picks a free port; the log says which).
+    #[arg(long, env = "TIERFLOW_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    pub metrics_listen: std::net::SocketAddr,
+}
+
 /// Output format of listing commands.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {

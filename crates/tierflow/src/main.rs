@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod database;
+mod ops;
 mod shutdown;
 mod telemetry;
 

@@ -56,7 +56,7 @@ pub struct RescuerOutcome {
 
 /// One rescue round.
 pub async fn run_once(pool: &PgPool, cfg: &RescuerConfig) -> Result<RescuerOutcome, QueueError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let rows: Vec<(String, String)> = sqlx::query_as(
         "WITH stale AS (
             SELECT j.id FROM apalis.jobs j
               LEFT JOIN apalis.workers w ON w.id = j.lock_by
@@ -74,14 +74,20 @@ pub async fn run_once(pool: &PgPool, cfg: &RescuerConfig) -> Result<RescuerOutco
                 last_result = jsonb_build_object('Err', format(
                     'rescued: worker %s stopped during attempt %s of %s', j.lock_by, j.attempts, j.max_attempts))
            FROM stale WHERE j.id = stale.id
-         RETURNING j.status",
+         RETURNING j.status, j.job_type",
     )
     .bind(cfg.rescue_after.as_secs_f64())
     .bind(cfg.max_run_time.as_secs_f64())
     .bind(cfg.batch_size)
     .fetch_all(pool)
     .await?;
-    let dead = rows.iter().filter(|(s,)| s == "Dead").count() as u64;
+    for (status, kind) in &rows {
+        metrics::counter!(crate::metrics::JOBS_RESCUED, "kind" => kind.clone()).increment(1);
+        if status == "Dead" {
+            metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.clone(), "outcome" => "dead").increment(1);
+        }
+    }
+    let dead = rows.iter().filter(|(s, _)| s == "Dead").count() as u64;
     let out = RescuerOutcome {
         rescued: rows.len() as u64 - dead,
         dead,

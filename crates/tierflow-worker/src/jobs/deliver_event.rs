@@ -16,6 +16,9 @@ use tierflow_store::jobs::DeliverEvent;
 use crate::WorkerState;
 use crate::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, sign};
 
+/// Webhook deliveries by outcome (delivered, failed_retrying, rejected).
+pub const WEBHOOK_DELIVERIES: &str = "tierflow_webhook_deliveries_total";
+
 /// Delivers one event (the job's transaction is not used: delivery touches no table).
 pub fn handle<'a>(
     job: DeliverEvent,
@@ -23,6 +26,7 @@ pub fn handle<'a>(
     state: &'a WorkerState,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
+        tracing::Span::current().record("tenant_id", job.event.tenant_id.as_str());
         let Some(client) = state.webhooks.as_ref() else {
             return Err(JobError::Permanent(
                 "no webhook secret configured in this worker; set TIERFLOW_WEBHOOK_SECRET and re-drive".into(),
@@ -41,7 +45,7 @@ pub fn handle<'a>(
             .body(body)
             .send()
             .await;
-        match sent {
+        let result = match sent {
             Ok(r) if r.status().is_success() => {
                 Ok(Outcome::Done(format!("delivered ({})", r.status())))
             }
@@ -60,6 +64,13 @@ pub fn handle<'a>(
                 "delivery failed: {}",
                 e.without_url()
             ))),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "delivered",
+            Err(JobError::Retry(_)) => "failed_retrying",
+            Err(JobError::Permanent(_)) => "rejected",
+        };
+        metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+        result
     })
 }

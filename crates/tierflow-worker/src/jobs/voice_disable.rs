@@ -20,6 +20,7 @@ pub fn handle<'a>(
     state: &'a WorkerState,
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
+        tracing::Span::current().record("tenant_id", job.tenant_id.as_str());
         run_transition_action(
             tx,
             &state.store,

@@ -9,7 +9,7 @@ use tierflow_api::{Api, ApiConfig, Token};
 use tierflow_domain::transition::GracePeriod;
 
 use super::worker::{FleetArgs, build_fleet, store_context, worker_pool};
-use crate::cli::{DatabaseArgs, EventArgs};
+use crate::cli::{DatabaseArgs, EventArgs, OpsArgs};
 use crate::{database, shutdown};
 
 #[derive(Debug, Args)]
@@ -20,6 +20,8 @@ pub struct ApiArgs {
     pub events: EventArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -32,6 +34,8 @@ pub struct RunArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// HTTP settings.
@@ -113,9 +117,13 @@ async fn bind(
 
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     let pool = database::lazy(&args.db, args.db.db_pool_size.unwrap_or(20))?;
+    let (stop, _) = tokio::sync::broadcast::channel(1);
+    let ops = crate::ops::start(&args.ops, pool.clone(), &stop, true).await?;
     let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
     api.run_until(shutdown::signal()).await?;
     tracing::info!("api stopped");
+    let _ = stop.send(());
+    let _ = ops.await;
     pool.close().await;
     Ok(())
 }
@@ -127,6 +135,7 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
     let fleet = build_fleet(pool.clone(), &args.events, fleet_config)?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let ops = crate::ops::start(&args.ops, pool.clone(), &stop_tx, false).await?;
     let mut api_stop = stop_tx.subscribe();
     let mut fleet_stop = stop_tx.subscribe();
     let api_task = tokio::spawn(api.run_until(async move {
@@ -143,6 +152,7 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "api task failed"),
     }
     let _ = fleet_task.await;
+    let _ = ops.await;
     pool.close().await;
     Ok(())
 }

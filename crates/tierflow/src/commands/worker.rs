@@ -13,7 +13,7 @@ use tierflow_store::Context;
 use tierflow_worker::WorkerState;
 use tierflow_worker::webhook::{Secret, WebhookClient};
 
-use crate::cli::{DatabaseArgs, EventArgs};
+use crate::cli::{DatabaseArgs, EventArgs, OpsArgs};
 use crate::{database, shutdown};
 
 #[derive(Debug, Args)]
@@ -24,6 +24,8 @@ pub struct WorkerArgs {
     pub events: EventArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// The job runtime's settings (shared by `worker` and `run`).
@@ -88,8 +90,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.events.validate()?;
     let pool = worker_pool(&args.db, &config)?;
     tracing::info!(database = %database::target(&args.db), "starting worker");
+    let (stop, _) = tokio::sync::broadcast::channel(1);
+    let ops = crate::ops::start(&args.ops, pool.clone(), &stop, false).await?;
     let fleet = build_fleet(pool.clone(), &args.events, config)?;
     fleet.run_until(shutdown::signal()).await;
+    let _ = stop.send(());
+    let _ = ops.await;
     pool.close().await;
     Ok(())
 }
