@@ -4,4 +4,5 @@ mod api;
 mod api_support;
 mod cli;
 mod fleet;
+mod observability;
 mod support;

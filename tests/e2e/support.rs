@@ -33,6 +33,11 @@ pub struct WorkerProc {
 impl WorkerProc {
     /// Starts a worker whose host name is `host` (a restart may reuse it, as a pod does).
     pub fn start(url: &str, host: &str) -> WorkerProc {
+        Self::start_with(url, host, &[])
+    }
+
+    /// Starts a worker with extra environment (applied last).
+    pub fn start_with(url: &str, host: &str, env: &[(&str, &str)]) -> WorkerProc {
         let log = std::env::var("TIERFLOW_TEST_LOG").is_ok();
         let child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
             .arg("worker")
@@ -46,6 +51,7 @@ impl WorkerProc {
             .env("TIERFLOW_DRAIN_TIMEOUT_SECS", "5")
             .env("TIERFLOW_DB_CONNECT_TIMEOUT", "2")
             .env("RUST_LOG", "tierflow=info,tierflow_queue=info,warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(if log { Stdio::inherit() } else { Stdio::null() })
             .spawn()

@@ -1,0 +1,101 @@
+//! Queue depth stays cheap with a million finished jobs in the table: the sampling query is an
+//! index scan over unfinished jobs only, well under 50 ms, and its counts are right.
+
+mod common;
+
+use common::*;
+use tierflow_queue::depth::{DEPTH_SQL, sample};
+
+/// With 1,000,000 finished jobs, the depth query uses `tierflow_jobs_depth_idx` and runs in
+/// under 50 ms; the sampled gauges count exactly the unfinished jobs.
+#[tokio::test]
+async fn depth_sampling_ignores_a_million_finished_jobs() {
+    let db = db().await;
+    let pool = db.pool();
+    // apalis's per-row NOTIFY trigger would queue a million notifications; the rows are finished.
+    sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, run_at, done_at)
+         SELECT 'done' || lpad(g::text, 22, '0'),
+                (ARRAY['voice_disable', 'sla_freeze', 'apply_downgrade', 'deliver_event'])[1 + g % 4],
+                '\\x7b7d'::bytea, 'Done', 1, now() - interval '2 hours', now() - interval '1 hour'
+           FROM generate_series(1, 1000000) g",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE apalis.jobs ENABLE TRIGGER notify_workers")
+        .execute(pool)
+        .await
+        .unwrap();
+    for (status, n, run_at) in [
+        ("Pending", 1000, "now() - interval '1 minute'"),
+        ("Pending", 200, "now() + interval '1 day'"),
+        ("Dead", 50, "now() - interval '1 day'"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, run_at)
+             SELECT '{status}{n}' || lpad(g::text, 20, '0'), 'apply_downgrade', '\\x7b7d'::bytea, '{status}', {run_at}
+               FROM generate_series(1, {n}) g"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("VACUUM ANALYZE apalis.jobs")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // Warm once, then measure.
+    sqlx::query(DEPTH_SQL).fetch_all(pool).await.unwrap();
+    let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {DEPTH_SQL}"
+    )))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains("tierflow_jobs_depth_idx"),
+        "the depth query must use the depth index: {text}"
+    );
+    assert!(
+        !text.contains("\"Seq Scan\""),
+        "no sequential scan of the jobs table: {text}"
+    );
+    let ms = plan[0]["Execution Time"].as_f64().unwrap();
+    eprintln!("depth query over 1,001,250 rows: {ms:.2} ms");
+    assert!(ms < 50.0, "depth query took {ms} ms");
+
+    sample(pool, &["apply_downgrade", "voice_disable"])
+        .await
+        .unwrap();
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT labels->>'state', value FROM tierflow_samples
+          WHERE metric = 'tierflow_queue_jobs' AND labels->>'kind' = 'apply_downgrade' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("dead".into(), 50.0),
+            ("due".into(), 1000.0),
+            ("retrying".into(), 0.0),
+            ("running".into(), 0.0),
+            ("scheduled".into(), 200.0)
+        ]
+    );
+    let age: f64 = sqlx::query_scalar(
+        "SELECT value FROM tierflow_samples WHERE metric = 'tierflow_queue_oldest_due_age_seconds' AND labels->>'kind' = 'apply_downgrade'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!((59.0..120.0).contains(&age), "oldest due age {age}");
+}
