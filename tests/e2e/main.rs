@@ -3,6 +3,7 @@
 mod api;
 mod api_support;
 mod cli;
+mod demo;
 mod fleet;
 mod observability;
 mod support;

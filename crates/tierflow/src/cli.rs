@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{api, jobs, migrate, tenants, tiers, worker};
+use crate::commands::{api, demo, jobs, migrate, tenants, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -43,6 +43,9 @@ pub enum Command {
     /// that died, and stops gracefully on SIGTERM or Ctrl-C: no new jobs, in-flight ones finish
     /// within the drain timeout, the rest go back to the queue.
     Worker(worker::WorkerArgs),
+    /// Walk through tierflow's story end to end: API, workers and a webhook receiver in one
+    /// process, on the embedded PostgreSQL unless DATABASE_URL is set; ends by itself.
+    Demo(demo::DemoArgs),
     /// Inspect and manage queued jobs: stats, list, dead, retry, cancel.
     Jobs(jobs::JobsArgs),
 }
@@ -50,15 +53,30 @@ pub enum Command {
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL, e.g. postgres://tierflow:secret@db:5432/tierflow. Never logged.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// PostgreSQL URL, e.g. postgres://tierflow:secret@db:5432/tierflow. Never logged. Without it,
+    /// tierflow runs a private PostgreSQL from this machine's server binaries in --data-dir.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
+    /// Data folder of the embedded PostgreSQL used when DATABASE_URL is unset [default:
+    /// $XDG_DATA_HOME/tierflow/postgres, or ~/.local/share/tierflow/postgres].
+    #[arg(long, env = "TIERFLOW_DATA_DIR", global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Largest number of connections this process opens [default: 10; for `worker`, enough for
     /// every job slot plus 4].
-    #[arg(long, env = "TIERFLOW_DB_POOL_SIZE")]
+    #[arg(long, env = "TIERFLOW_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<u32>,
     /// Seconds to wait for the database before giving up.
-    #[arg(long, env = "TIERFLOW_DB_CONNECT_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TIERFLOW_DB_CONNECT_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
     pub db_connect_timeout: u64,
 }
 
@@ -70,11 +88,17 @@ pub struct EventArgs {
     #[arg(
         long = "webhook-url",
         env = "TIERFLOW_WEBHOOK_URLS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     pub webhook_urls: Vec<String>,
     /// Shared secret that signs deliveries (HMAC-SHA256); required with webhook URLs. Never logged.
-    #[arg(long, env = "TIERFLOW_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIERFLOW_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub webhook_secret: Option<String>,
 }
 
@@ -100,7 +124,12 @@ impl EventArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OpsArgs {
     /// Address of /metrics, /healthz and /readyz (port 0 picks a free port; the log says which).
-    #[arg(long, env = "TIERFLOW_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    #[arg(
+        long,
+        env = "TIERFLOW_METRICS_LISTEN",
+        default_value = "0.0.0.0:9464",
+        global = true
+    )]
     pub metrics_listen: std::net::SocketAddr,
 }
 

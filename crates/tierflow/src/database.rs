@@ -1,6 +1,9 @@
-//! Connecting to PostgreSQL from [`DatabaseArgs`], with errors that say where and what to do —
-//! and never print the URL, which may hold a password.
+//! The database a command uses: `DATABASE_URL`, or — without it — an embedded PostgreSQL run
+//! from this machine's server binaries in a data folder that persists between runs.
+//!
+//! Errors say where and what to do, and never print the URL, which may hold a password.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,48 +12,92 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::cli::DatabaseArgs;
 
-/// Parses the URL and opens a pool of at most `--db-pool-size` (default 10) connections, waiting
-/// at most the connect timeout for a first connection.
-pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let size = args.db_pool_size.unwrap_or(10);
-    let pool = lazy(args, size)?;
-    pool.acquire().await.with_context(|| {
-        format!(
-            "cannot connect to PostgreSQL at {}; check that it runs and that DATABASE_URL is right",
-            target(args)
-        )
-    })?;
-    tracing::debug!(target = %target(args), "connected to PostgreSQL");
-    Ok(pool)
+/// An open database: the pool and, in embedded mode, the server it runs on (stopped on drop,
+/// unless another tierflow process started it).
+pub struct Db {
+    pub pool: PgPool,
+    /// `host:port/database`, for messages.
+    pub target: String,
+    embedded: Option<tierflow_pg::Server>,
 }
 
-/// A pool that connects on first use (a worker started before its database waits for it).
-pub fn lazy(args: &DatabaseArgs, size: u32) -> anyhow::Result<PgPool> {
-    let options = options(args)?;
-    Ok(PgPoolOptions::new()
-        .max_connections(size.max(1))
-        .acquire_timeout(Duration::from_secs(args.db_connect_timeout.max(1)))
-        .connect_lazy_with(options))
-}
-
-/// `host:port/database`, for messages (never the password).
-pub fn target(args: &DatabaseArgs) -> String {
-    match options(args) {
-        Ok(o) => format!(
-            "{}:{}/{}",
-            o.get_host(),
-            o.get_port(),
-            o.get_database().unwrap_or("(default)")
-        ),
-        Err(_) => "(unparsable DATABASE_URL)".to_owned(),
+impl Db {
+    /// Closes the pool, then stops an embedded server this process started.
+    pub async fn close(mut self) {
+        self.pool.close().await;
+        if let Some(mut server) = self.embedded.take() {
+            tokio::task::spawn_blocking(move || server.stop())
+                .await
+                .ok();
+        }
     }
 }
 
-fn options(args: &DatabaseArgs) -> anyhow::Result<PgConnectOptions> {
-    let options: PgConnectOptions = args.database_url.parse().map_err(|_| {
+/// Opens the database with at most `size` connections. `lazy`: do not wait for a first
+/// connection (a worker started before its database waits for it instead of failing).
+pub async fn open(args: &DatabaseArgs, size: u32, lazy: bool) -> anyhow::Result<Db> {
+    let (url, embedded) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            let server =
+                tokio::task::spawn_blocking(move || -> anyhow::Result<tierflow_pg::Server> {
+                    let server = tierflow_pg::Server::start(&dir)?;
+                    server.ensure_database("tierflow")?;
+                    Ok(server)
+                })
+                .await??;
+            tracing::info!(data_dir = %server.data_dir().display(), port = server.port(),
+                "no DATABASE_URL: using the embedded PostgreSQL");
+            (server.url("tierflow"), Some(server))
+        }
+    };
+    let options: PgConnectOptions = url.parse().map_err(|_| {
         anyhow::anyhow!(
             "DATABASE_URL is not a PostgreSQL URL; expected postgres://user:password@host:port/database"
         )
     })?;
-    Ok(options.application_name("tierflow"))
+    let options = options.application_name("tierflow");
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)")
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(size.max(1))
+        .acquire_timeout(Duration::from_secs(args.db_connect_timeout.max(1)))
+        .connect_lazy_with(options);
+    if !lazy || embedded.is_some() {
+        pool.acquire().await.with_context(|| {
+            format!("cannot connect to PostgreSQL at {target}; check that it runs and that DATABASE_URL is right")
+        })?;
+    }
+    if embedded.is_some() {
+        // The embedded database is tierflow's own: keep it migrated, so a first run just works.
+        let report = tierflow_store::migrate::migrate(&pool).await?;
+        if report.tierflow_applied + report.queue_applied > 0 {
+            tracing::info!(?report, "migrated the embedded database");
+        }
+    }
+    tracing::debug!(%target, "database ready");
+    Ok(Db {
+        pool,
+        target,
+        embedded,
+    })
+}
+
+/// Opens the database with the configured pool size (default 10), waiting for a connection.
+pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<Db> {
+    open(args, args.db_pool_size.unwrap_or(10), false).await
+}
+
+/// `$XDG_DATA_HOME/tierflow/postgres`, or `~/.local/share/tierflow/postgres`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("tierflow/postgres")
 }

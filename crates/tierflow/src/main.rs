@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::Api(args) => commands::api::run_api(args).await,
             Command::Run(args) => commands::api::run_both(args).await,
             Command::Jobs(args) => commands::jobs::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
         }
     });
     match result {

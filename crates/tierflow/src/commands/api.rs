@@ -8,7 +8,7 @@ use tierflow_api::auth::Role;
 use tierflow_api::{Api, ApiConfig, Token};
 use tierflow_domain::transition::GracePeriod;
 
-use super::worker::{FleetArgs, build_fleet, store_context, worker_pool};
+use super::worker::{FleetArgs, build_fleet, store_context, worker_db};
 use crate::cli::{DatabaseArgs, EventArgs, OpsArgs};
 use crate::{database, shutdown};
 
@@ -98,7 +98,7 @@ impl HttpArgs {
 }
 
 async fn bind(
-    db: &DatabaseArgs,
+    target: &str,
     events: &EventArgs,
     http: &HttpArgs,
     pool: sqlx::PgPool,
@@ -111,28 +111,30 @@ async fn bind(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = api.local_addr()?;
-    tracing::info!(%addr, database = %database::target(db), "api listening");
+    tracing::info!(%addr, database = %target, "api listening");
     Ok(api)
 }
 
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
-    let pool = database::lazy(&args.db, args.db.db_pool_size.unwrap_or(20))?;
+    let db = database::open(&args.db, args.db.db_pool_size.unwrap_or(20), true).await?;
+    let pool = db.pool.clone();
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop, true).await?;
-    let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
+    let api = bind(&db.target, &args.events, &args.http, pool.clone()).await?;
     api.run_until(shutdown::signal()).await?;
     tracing::info!("api stopped");
     let _ = stop.send(());
     let _ = ops.await;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
 /// API and worker in one process; a stop signal stops both, the API first.
 pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let fleet_config = args.fleet.fleet_config()?;
-    let pool = worker_pool(&args.db, &fleet_config)?;
-    let api = bind(&args.db, &args.events, &args.http, pool.clone()).await?;
+    let db = worker_db(&args.db, &fleet_config).await?;
+    let pool = db.pool.clone();
+    let api = bind(&db.target, &args.events, &args.http, pool.clone()).await?;
     let fleet = build_fleet(pool.clone(), &args.events, fleet_config)?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop_tx, false).await?;
@@ -153,6 +155,6 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     }
     let _ = fleet_task.await;
     let _ = ops.await;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }

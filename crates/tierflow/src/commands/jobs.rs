@@ -55,8 +55,8 @@ pub enum JobsCommand {
 }
 
 pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
-    let pool = database::connect(&args.db).await?;
-    let mut conn = pool.acquire().await?;
+    let db = database::connect(&args.db).await?;
+    let mut conn = db.pool.acquire().await?;
     match args.command {
         JobsCommand::Stats(out) => {
             let rows = admin::stats(&mut conn).await?;

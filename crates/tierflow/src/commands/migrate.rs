@@ -12,13 +12,13 @@ pub struct MigrateArgs {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let pool = database::connect(&args.db).await?;
+    let db = database::connect(&args.db).await?;
     tracing::info!("applying migrations (waits if another replica is migrating)");
-    let report = tierflow_store::migrate::migrate(&pool).await?;
+    let report = tierflow_store::migrate::migrate(&db.pool).await?;
     println!(
         "migrations applied: {} queue, {} tierflow; canonical tiers inserted: {}",
         report.queue_applied, report.tierflow_applied, report.tiers_seeded
     );
-    pool.close().await;
+    db.close().await;
     Ok(())
 }

@@ -44,9 +44,9 @@ pub enum TenantsCommand {
 }
 
 pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
-    let pool = database::connect(&args.db).await?;
+    let db = database::connect(&args.db).await?;
     let ctx = store_context(&args.events);
-    let mut conn = pool.acquire().await?;
+    let mut conn = db.pool.acquire().await?;
     match args.command {
         TenantsCommand::Provision {
             tenant_id,
@@ -157,8 +157,8 @@ pub enum TransitionsCommand {
 }
 
 pub async fn run_transitions(args: TransitionsArgs) -> anyhow::Result<()> {
-    let pool = database::connect(&args.db).await?;
-    let mut conn = pool.acquire().await?;
+    let db = database::connect(&args.db).await?;
+    let mut conn = db.pool.acquire().await?;
     let TransitionsCommand::List {
         tenant_id,
         limit,

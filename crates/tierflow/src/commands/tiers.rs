@@ -33,8 +33,8 @@ pub enum TiersCommand {
 }
 
 pub async fn run(args: TiersArgs) -> anyhow::Result<()> {
-    let pool = database::connect(&args.db).await?;
-    let mut conn = pool.acquire().await?;
+    let db = database::connect(&args.db).await?;
+    let mut conn = db.pool.acquire().await?;
     match args.command {
         TiersCommand::List(out) => {
             let tiers = tierflow_store::tiers::list(&mut conn).await?;

@@ -88,27 +88,28 @@ impl FleetArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.fleet.fleet_config()?;
     args.events.validate()?;
-    let pool = worker_pool(&args.db, &config)?;
-    tracing::info!(database = %database::target(&args.db), "starting worker");
+    let db = worker_db(&args.db, &config).await?;
+    let pool = db.pool.clone();
+    tracing::info!(database = %db.target, "starting worker");
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop, false).await?;
     let fleet = build_fleet(pool.clone(), &args.events, config)?;
     fleet.run_until(shutdown::signal()).await;
     let _ = stop.send(());
     let _ = ops.await;
-    pool.close().await;
+    db.close().await;
     Ok(())
 }
 
-/// A pool for a fleet: each running job holds one connection for its transaction; the rest serve
-/// the producers, the heartbeat, the maintenance leader and recording failures.
-pub fn worker_pool(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<sqlx::PgPool> {
+/// The database for a fleet, its pool sized so each running job holds one connection for its
+/// transaction, plus a few for the producers, the heartbeat, the maintenance leader and the API.
+pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<database::Db> {
     let kinds = tierflow_store::jobs::KINDS.len() as u32;
     let size = db
         .db_pool_size
         .unwrap_or(config.concurrency as u32 * kinds + 4);
     tracing::debug!(pool_size = size, "worker pool");
-    database::lazy(db, size)
+    database::open(db, size, true).await
 }
 
 /// The fleet with every job kind, delivering events as configured.
