@@ -63,7 +63,8 @@ pub struct DatabaseArgs {
     )]
     pub database_url: Option<String>,
     /// Data folder of the embedded PostgreSQL used when DATABASE_URL is unset [default:
-    /// $XDG_DATA_HOME/tierflow/postgres, or ~/.local/share/tierflow/postgres].
+    /// $XDG_DATA_HOME/tierflow/postgres, or ~/.local/share/tierflow/postgres; as root
+    /// /var/lib/tierflow/postgres].
     #[arg(long, env = "TIERFLOW_DATA_DIR", global = true)]
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest number of connections this process opens [default: 10; for `worker`, enough for

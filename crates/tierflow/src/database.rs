@@ -93,8 +93,17 @@ pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<Db> {
     open(args, args.db_pool_size.unwrap_or(10), false).await
 }
 
-/// `$XDG_DATA_HOME/tierflow/postgres`, or `~/.local/share/tierflow/postgres`.
+/// `$XDG_DATA_HOME/tierflow/postgres`, or `~/.local/share/tierflow/postgres`; as root
+/// `/var/lib/tierflow/postgres` (the server then runs as the `postgres` user, which must be able
+/// to reach the folder — a home folder usually is closed to it).
 pub fn default_data_dir() -> PathBuf {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if root && std::env::var_os("XDG_DATA_HOME").is_none() {
+        return PathBuf::from("/var/lib/tierflow/postgres");
+    }
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
