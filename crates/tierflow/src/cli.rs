@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{api, demo, jobs, migrate, tenants, tiers, worker};
+use crate::commands::{api, bench, demo, jobs, migrate, tenants, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -46,6 +46,11 @@ pub enum Command {
     /// Walk through tierflow's story end to end: API, workers and a webhook receiver in one
     /// process, on the embedded PostgreSQL unless DATABASE_URL is set; ends by itself.
     Demo(demo::DemoArgs),
+    /// Measure throughput and latency on this machine, in a database it creates and drops.
+    Bench(bench::BenchArgs),
+    /// A worker process of `tierflow bench` (started by the benchmark).
+    #[command(hide = true)]
+    BenchWorker(bench::worker::BenchWorkerArgs),
     /// Inspect and manage queued jobs: stats, list, dead, retry, cancel.
     Jobs(jobs::JobsArgs),
 }

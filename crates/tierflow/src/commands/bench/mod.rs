@@ -1,0 +1,888 @@
+//! `tierflow bench`: measures tierflow on this machine, in a database it creates and drops.
+//!
+//! Sections (each prints a progress line while it runs):
+//! - **enqueue** — transition requests through the Rust API (one client, then several), through
+//!   HTTP with 16 concurrent clients, and bulk job inserts;
+//! - **drain** — N pre-enqueued no-op jobs, and the real jobs of N downgrades (each doing its
+//!   domain transaction), with W `bench-worker` processes × concurrency C;
+//! - **pickup** — no-op jobs enqueued one by one at 100/s: claim − due, and stalls over 100 ms;
+//! - **schedule** — jobs due 0.5–3 s ahead: claim − due;
+//! - **rescue** — kill -9 of a worker holding jobs until they run in another process;
+//! - **table growth** — the no-op drain again with many finished rows kept in the table;
+//! - **scale** — the no-op drain with 1, 2 and 4 worker processes.
+//!
+//! Times come from the database (`lock_at` is the claim time, `done_at` the finish, `run_at` the
+//! due time), so process start-up is not counted in drain rates.
+
+mod kinds;
+pub mod worker;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use clap::Args;
+use serde::Serialize;
+use sqlx::PgPool;
+use tierflow_api::auth::Role;
+use tierflow_api::{Api, ApiConfig, Token};
+use tierflow_domain::SystemClock;
+use tierflow_domain::ids::{Actor, TenantId, TierId};
+use tierflow_domain::transition::{GracePeriod, Target};
+use tierflow_queue::{NewJob, enqueue};
+use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
+use tierflow_store::{Context, TransitionRequest, request_transition};
+
+use crate::cli::DatabaseArgs;
+use crate::database;
+use kinds::{BenchNoop, BenchSleep};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// A short run (under 2 minutes) with smaller sizes, for smoke tests.
+    #[arg(long, env = "TIERFLOW_BENCH_QUICK")]
+    pub quick: bool,
+    /// Print the results as JSON instead of a table.
+    #[arg(long, env = "TIERFLOW_BENCH_JSON")]
+    pub json: bool,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Serialize)]
+struct Sizes {
+    rust_requests: usize,
+    http_requests: usize,
+    bulk_jobs: usize,
+    drain_jobs: usize,
+    real_downgrades: usize,
+    pickup_runs: usize,
+    pickup_jobs: usize,
+    schedule_jobs: usize,
+    rescue_trials: usize,
+    finished_rows: usize,
+    scale_jobs: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                rust_requests: 300,
+                http_requests: 600,
+                bulk_jobs: 20_000,
+                drain_jobs: 10_000,
+                real_downgrades: 300,
+                pickup_runs: 1,
+                pickup_jobs: 200,
+                schedule_jobs: 100,
+                rescue_trials: 1,
+                finished_rows: 100_000,
+                scale_jobs: 5_000,
+            }
+        } else {
+            Sizes {
+                rust_requests: 2_000,
+                http_requests: 5_000,
+                bulk_jobs: 100_000,
+                drain_jobs: 20_000,
+                real_downgrades: 2_000,
+                pickup_runs: 10,
+                pickup_jobs: 500,
+                schedule_jobs: 500,
+                rescue_trials: 3,
+                finished_rows: 1_000_000,
+                scale_jobs: 20_000,
+            }
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+struct Figure {
+    section: &'static str,
+    what: String,
+    value: f64,
+    unit: &'static str,
+    how: String,
+}
+
+struct Bench {
+    pool: PgPool,
+    url: String,
+    ctx: Context,
+    started: Instant,
+    figures: Vec<Figure>,
+}
+
+impl Bench {
+    fn progress(&self, line: impl AsRef<str>) {
+        eprintln!(
+            "[{:>6.1}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            line.as_ref()
+        );
+    }
+
+    fn record(
+        &mut self,
+        section: &'static str,
+        what: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        how: impl Into<String>,
+    ) {
+        let f = Figure {
+            section,
+            what: what.into(),
+            value,
+            unit,
+            how: how.into(),
+        };
+        self.progress(format!(
+            "  {} / {}: {:.2} {}",
+            f.section, f.what, f.value, f.unit
+        ));
+        self.figures.push(f);
+    }
+
+    async fn clear_jobs(&self) -> anyhow::Result<()> {
+        sqlx::query("TRUNCATE apalis.jobs")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM apalis.workers")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Starts `n` bench-worker processes with concurrency `c`.
+    fn workers(&self, n: usize, c: usize) -> anyhow::Result<Vec<Child>> {
+        let exe = std::env::current_exe()?;
+        (0..n)
+            .map(|i| {
+                Command::new(&exe)
+                    .arg("bench-worker")
+                    .env("DATABASE_URL", &self.url)
+                    .env("HOSTNAME", format!("bench-{i}"))
+                    .env("TIERFLOW_CONCURRENCY", c.to_string())
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("start a bench-worker process")
+            })
+            .collect()
+    }
+
+    async fn enqueue_noops(&self, n: usize, due: chrono::DateTime<Utc>) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+            let jobs = chunk
+                .iter()
+                .map(|_| NewJob::new(&BenchNoop {}, due))
+                .collect::<Result<Vec<_>, _>>()?;
+            enqueue(&mut conn, jobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until no job of `kinds` is left to run.
+    async fn wait_drained(&self, kinds: &[&str], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.jobs WHERE job_type = ANY($1) AND status IN ('Pending', 'Failed', 'Running')",
+            )
+            .bind(kinds)
+            .fetch_one(&self.pool)
+            .await?;
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{left} jobs still not done after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Jobs per second between the first claim and the last finish of `kinds`.
+    async fn drain_rate(&self, kinds: &[&str]) -> anyhow::Result<f64> {
+        let (n, secs): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM max(done_at) - min(lock_at))::float8 FROM apalis.jobs
+              WHERE job_type = ANY($1) AND status = 'Done'",
+        )
+        .bind(kinds)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as f64 / secs.max(1e-6))
+    }
+
+    /// Drains `n` no-op jobs with `w` processes × `c`; returns jobs/s.
+    async fn drain_noops(&mut self, n: usize, w: usize, c: usize) -> anyhow::Result<f64> {
+        self.clear_jobs().await?;
+        self.enqueue_noops(n, Utc::now()).await?;
+        let mut procs = self.workers(w, c)?;
+        let res = self
+            .wait_drained(&["bench_noop"], Duration::from_secs(300))
+            .await;
+        stop(&mut procs);
+        res?;
+        self.drain_rate(&["bench_noop"]).await
+    }
+}
+
+fn stop(procs: &mut [Child]) {
+    for p in procs.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.id().to_string()])
+            .status();
+    }
+    for p in procs.iter_mut() {
+        let _ = p.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let path = base[after_scheme..].find('/').map(|i| i + after_scheme);
+    let root = path.map_or(base, |i| &base[..i]);
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let sizes = Sizes::new(args.quick);
+    let admin = database::connect(&args.db).await?;
+    let name = format!("tierflow_bench_{:08x}", rand_u32());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin.pool)
+        .await?;
+    let base_url = match &args.db.database_url {
+        Some(url) => url.clone(),
+        None => format!("postgres://postgres@{}", admin.target),
+    };
+    let url = with_database(&base_url, &name);
+    let result = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(30)
+            .connect(&url)
+            .await?;
+        tierflow_store::migrate::migrate(&pool).await?;
+        let ctx = Context::new(Arc::new(SystemClock));
+        let mut b = Bench {
+            pool,
+            url: url.clone(),
+            ctx,
+            started,
+            figures: Vec::new(),
+        };
+        b.progress(format!(
+            "tierflow bench ({}) in database {name}",
+            if args.quick { "quick" } else { "full" }
+        ));
+        let machine = machine(&b.pool).await?;
+        run_sections(&mut b, &sizes).await?;
+        b.pool.close().await;
+        Ok::<_, anyhow::Error>((machine, b.figures))
+    }
+    .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await;
+    admin.close().await;
+    let (machine, figures) = result?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"machine": machine, "sizes": sizes, "figures": figures})
+            )?
+        );
+    } else {
+        println!("\n{machine:#}\nsizes: {}\n", serde_json::to_string(&sizes)?);
+        println!(
+            "{:<14} {:<46} {:>12} {:<8} HOW",
+            "SECTION", "WHAT", "VALUE", "UNIT"
+        );
+        for f in &figures {
+            println!(
+                "{:<14} {:<46} {:>12.2} {:<8} {}",
+                f.section, f.what, f.value, f.unit, f.how
+            );
+        }
+        println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+async fn machine(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
+    let pg: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(pool)
+        .await?;
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    Ok(serde_json::json!({
+        "tierflow": env!("CARGO_PKG_VERSION"),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "memory_gib": (mem_kb as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "postgresql": pg,
+        "date": Utc::now().to_rfc3339(),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    }))
+}
+
+async fn provision(b: &Bench, prefix: &str, n: usize) -> anyhow::Result<()> {
+    let mut conn = b.pool.acquire().await?;
+    for i in 0..n {
+        provision_tenant(
+            &mut conn,
+            &b.ctx,
+            ProvisionRequest {
+                tenant_id: TenantId::parse(format!("{prefix}{i}"))?,
+                tier_id: TierId::parse("professional")?,
+                reason: None,
+                requested_by: Actor::parse("bench")?,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn request(tenant: String, tier: &str, grace_secs: i64) -> anyhow::Result<TransitionRequest> {
+    Ok(TransitionRequest {
+        tenant_id: TenantId::parse(tenant)?,
+        target: Target::Tier(TierId::parse(tier)?),
+        grace: Some(GracePeriod::from_secs(grace_secs)?),
+        reason: None,
+        requested_by: Actor::parse("bench")?,
+        idempotency_key: None,
+    })
+}
+
+async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
+    // ── enqueue: Rust API ──
+    b.progress("enqueue: transition requests through the Rust API");
+    provision(b, "r", 200).await?;
+    let tiers = ["starter", "enterprise", "free", "professional"];
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    let mut conn = b.pool.acquire().await?;
+    for i in 0..s.rust_requests {
+        let req = request(format!("r{}", i % 200), tiers[(i / 200) % 4], 3600)?;
+        let t = Instant::now();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let _ = request_transition(&mut tx, &b.ctx, req).await;
+        tx.commit().await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(conn);
+    let rate = s.rust_requests as f64 / t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    b.record(
+        "enqueue",
+        "Rust API, 1 client",
+        rate,
+        "req/s",
+        format!(
+            "{} requests, p50 {:.2} ms, p99 {:.2} ms",
+            s.rust_requests,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        ),
+    );
+    let t0 = Instant::now();
+    let clients = 8;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (pool, ctx, n) = (b.pool.clone(), b.ctx.clone(), s.rust_requests);
+        tasks.push(tokio::spawn(async move {
+            for i in (c..n).step_by(clients) {
+                let Ok(req) = request(
+                    format!("r{}", i % 200),
+                    ["starter", "enterprise"][i % 2],
+                    3600,
+                ) else {
+                    continue;
+                };
+                let Ok(mut tx) = pool.begin().await else {
+                    continue;
+                };
+                if request_transition(&mut tx, &ctx, req).await.is_ok() {
+                    let _ = tx.commit().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    b.record(
+        "enqueue",
+        "Rust API, 8 concurrent clients",
+        s.rust_requests as f64 / t0.elapsed().as_secs_f64(),
+        "req/s",
+        format!("{} requests over 200 tenants", s.rust_requests),
+    );
+
+    // ── enqueue: HTTP ──
+    b.progress("enqueue: transition requests over HTTP, 16 clients");
+    http_section(b, s).await?;
+
+    // ── enqueue: bulk ──
+    b.clear_jobs().await?;
+    let t0 = Instant::now();
+    b.enqueue_noops(s.bulk_jobs, Utc::now() + chrono::Duration::days(1))
+        .await?;
+    b.record(
+        "enqueue",
+        "bulk insert (batches of 5,000)",
+        s.bulk_jobs as f64 / t0.elapsed().as_secs_f64(),
+        "jobs/s",
+        format!("{} jobs", s.bulk_jobs),
+    );
+
+    // ── drain: no-op ──
+    let mut best: f64 = 0.0;
+    for (w, c) in [(1, 16), (2, 16)] {
+        b.progress(format!(
+            "drain: {} no-op jobs, {w} process(es) × concurrency {c}",
+            s.drain_jobs
+        ));
+        let rate = b.drain_noops(s.drain_jobs, w, c).await?;
+        best = best.max(rate);
+        b.record(
+            "drain",
+            format!("no-op, {w} × {c}"),
+            rate,
+            "jobs/s",
+            format!("{} jobs, first claim → last done", s.drain_jobs),
+        );
+    }
+    let empty_table_rate = best;
+
+    // ── drain: real transition jobs ──
+    b.progress(format!(
+        "drain: jobs of {} downgrades (domain transactions)",
+        s.real_downgrades
+    ));
+    b.clear_jobs().await?;
+    provision(b, "d", s.real_downgrades).await?;
+    {
+        let mut conn = b.pool.acquire().await?;
+        for i in 0..s.real_downgrades {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            request_transition(&mut tx, &b.ctx, request(format!("d{i}"), "starter", 1)?).await?;
+            tx.commit().await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // every grace has ended
+    let mut procs = b.workers(2, 16)?;
+    let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
+    let res = b.wait_drained(&real, Duration::from_secs(300)).await;
+    stop(&mut procs);
+    res?;
+    let rate = b.drain_rate(&real).await?;
+    b.record(
+        "drain",
+        "real transition jobs, 2 × 16",
+        rate,
+        "jobs/s",
+        format!(
+            "{} jobs (voice_disable, sla_freeze, apply_downgrade)",
+            3 * s.real_downgrades
+        ),
+    );
+
+    // ── pickup latency at 100 jobs/s ──
+    b.clear_jobs().await?;
+    let mut procs = b.workers(1, 16)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = Vec::new();
+    let mut stalls = 0;
+    let mut worst_run_p99: f64 = 0.0;
+    for run in 0..s.pickup_runs {
+        b.progress(format!(
+            "pickup: run {}/{} — {} jobs at 100/s",
+            run + 1,
+            s.pickup_runs,
+            s.pickup_jobs
+        ));
+        sqlx::query("TRUNCATE apalis.jobs").execute(&b.pool).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut conn = b.pool.acquire().await?;
+        for _ in 0..s.pickup_jobs {
+            tick.tick().await;
+            enqueue(&mut conn, vec![NewJob::new(&BenchNoop {}, Utc::now())?]).await?;
+        }
+        drop(conn);
+        b.wait_drained(&["bench_noop"], Duration::from_secs(60))
+            .await?;
+        let mut ms: Vec<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
+        )
+        .fetch_all(&b.pool)
+        .await?;
+        ms.sort_by(f64::total_cmp);
+        stalls += ms.iter().filter(|m| **m > 100.0).count();
+        worst_run_p99 = worst_run_p99.max(percentile(&ms, 0.99));
+        all.extend(ms);
+    }
+    stop(&mut procs);
+    all.sort_by(f64::total_cmp);
+    let how = format!(
+        "{} runs × {} jobs, enqueued one by one at 100/s; claim − due",
+        s.pickup_runs, s.pickup_jobs
+    );
+    b.record("pickup", "p50", percentile(&all, 0.5), "ms", how.clone());
+    b.record("pickup", "p95", percentile(&all, 0.95), "ms", how.clone());
+    b.record("pickup", "p99", percentile(&all, 0.99), "ms", how.clone());
+    b.record(
+        "pickup",
+        "max",
+        all.last().copied().unwrap_or(f64::NAN),
+        "ms",
+        how.clone(),
+    );
+    b.record(
+        "pickup",
+        "worst run's p99",
+        worst_run_p99,
+        "ms",
+        how.clone(),
+    );
+    b.record("pickup", "stalls over 100 ms", stalls as f64, "jobs", how);
+
+    // ── schedule precision ──
+    b.progress(format!(
+        "schedule: {} jobs due 0.5–3 s ahead",
+        s.schedule_jobs
+    ));
+    b.clear_jobs().await?;
+    let mut procs = b.workers(1, 16)?;
+    {
+        let mut conn = b.pool.acquire().await?;
+        let jobs = (0..s.schedule_jobs)
+            .map(|i| {
+                NewJob::new(
+                    &BenchNoop {},
+                    Utc::now()
+                        + chrono::Duration::milliseconds(
+                            500 + (i as i64 * 2500) / s.schedule_jobs as i64,
+                        ),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        enqueue(&mut conn, jobs).await?;
+    }
+    let res = b
+        .wait_drained(&["bench_noop"], Duration::from_secs(60))
+        .await;
+    stop(&mut procs);
+    res?;
+    let mut ms: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
+    )
+    .fetch_all(&b.pool)
+    .await?;
+    ms.sort_by(f64::total_cmp);
+    let how = format!(
+        "{} jobs due 0.5–3 s after enqueue; claim − due",
+        s.schedule_jobs
+    );
+    b.record("schedule", "p50", percentile(&ms, 0.5), "ms", how.clone());
+    b.record("schedule", "p99", percentile(&ms, 0.99), "ms", how.clone());
+    b.record(
+        "schedule",
+        "max",
+        ms.last().copied().unwrap_or(f64::NAN),
+        "ms",
+        how,
+    );
+
+    // ── rescue after kill -9 ──
+    let mut rescues = Vec::new();
+    for trial in 0..s.rescue_trials {
+        b.progress(format!(
+            "rescue: trial {}/{} — kill -9 a worker holding 4 jobs",
+            trial + 1,
+            s.rescue_trials
+        ));
+        b.clear_jobs().await?;
+        let mut victim = b.workers(1, 4)?;
+        {
+            let mut conn = b.pool.acquire().await?;
+            let jobs = (0..4)
+                .map(|_| NewJob::new(&BenchSleep { ms: 60_000 }, Utc::now()))
+                .collect::<Result<Vec<_>, _>>()?;
+            enqueue(&mut conn, jobs).await?;
+        }
+        wait_for(
+            &b.pool,
+            "SELECT count(*) FROM apalis.jobs WHERE status = 'Running'",
+            4,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let mut rescuer = b.workers(1, 4)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = Instant::now();
+        let _ = victim[0].kill();
+        let _ = victim[0].wait();
+        wait_for(
+            &b.pool,
+            "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND attempts = 2",
+            4,
+            Duration::from_secs(60),
+        )
+        .await?;
+        rescues.push(killed.elapsed().as_secs_f64());
+        for p in rescuer.iter_mut() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+    rescues.sort_by(f64::total_cmp);
+    b.record(
+        "rescue",
+        "kill -9 → running elsewhere (max)",
+        rescues.last().copied().unwrap_or(f64::NAN),
+        "s",
+        format!(
+            "{} trial(s), 4 jobs held, default rescue_after 6 s, rescuer every 1 s",
+            s.rescue_trials
+        ),
+    );
+
+    // ── table growth ──
+    b.progress(format!(
+        "table growth: inserting {} finished rows",
+        s.finished_rows
+    ));
+    b.clear_jobs().await?;
+    sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
+        .execute(&b.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, run_at, lock_at, done_at)
+         SELECT 'old' || lpad(g::text, 23, '0'), 'bench_old', '\\x7b7d'::bytea, 'Done', 1, now() - interval '1 day',
+                now() - interval '1 day', now() - interval '1 day'
+           FROM generate_series(1, $1) g",
+    )
+    .bind(s.finished_rows as i64)
+    .execute(&b.pool)
+    .await?;
+    sqlx::query("ALTER TABLE apalis.jobs ENABLE TRIGGER notify_workers")
+        .execute(&b.pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE apalis.jobs")
+        .execute(&b.pool)
+        .await?;
+    b.progress(format!(
+        "table growth: drain {} no-op jobs beside them",
+        s.drain_jobs
+    ));
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'bench_noop'")
+        .execute(&b.pool)
+        .await?;
+    b.enqueue_noops(s.drain_jobs, Utc::now()).await?;
+    let mut procs = b.workers(2, 16)?;
+    let res = b
+        .wait_drained(&["bench_noop"], Duration::from_secs(300))
+        .await;
+    stop(&mut procs);
+    res?;
+    let grown = b.drain_rate(&["bench_noop"]).await?;
+    b.record(
+        "table growth",
+        format!("no-op drain, {} finished rows kept", s.finished_rows),
+        grown,
+        "jobs/s",
+        format!(
+            "{:.0} % of the empty-table figure ({empty_table_rate:.0} jobs/s)",
+            grown / empty_table_rate * 100.0
+        ),
+    );
+
+    // ── scale ──
+    for (w, c) in [(1, 16), (2, 16), (4, 8)] {
+        b.progress(format!(
+            "scale: {} no-op jobs with {w} process(es) × {c}",
+            s.scale_jobs
+        ));
+        let rate = b.drain_noops(s.scale_jobs, w, c).await?;
+        b.record(
+            "scale",
+            format!("{w} process(es) × {c}"),
+            rate,
+            "jobs/s",
+            format!("{} jobs", s.scale_jobs),
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for(
+    pool: &PgPool,
+    sql: &'static str,
+    want: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("waited {timeout:?} for `{sql}` to reach {want} (it is {n})");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
+    provision(b, "h", 500).await?;
+    let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
+    let api = Api::build(
+        &ApiConfig {
+            listen: "127.0.0.1:0".parse()?,
+            tokens: vec![
+                Token::parse(&format!("bench:{token}"), Role::Service)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            ],
+            max_body_bytes: ApiConfig::DEFAULT_MAX_BODY,
+        },
+        b.pool.clone(),
+        b.ctx.clone(),
+    )
+    .await?;
+    let base = format!("http://{}", api.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let clients = 16;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, base, token, n) = (http.clone(), base.clone(), token.clone(), s.http_requests);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            for i in (c..n).step_by(clients) {
+                let tier = ["starter", "enterprise"][(i / clients) % 2];
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{base}/v1/tenants/h{}/transitions", i % 500))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"tier_id": tier, "grace_seconds": 3600}))
+                    .send()
+                    .await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !matches!(r, Ok(ref r) if r.status().is_success() || r.status().as_u16() == 409)
+                {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let rate = s.http_requests as f64 / t0.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    lat.sort_by(f64::total_cmp);
+    let how = format!(
+        "{} POST /v1/tenants/…/transitions over 500 tenants, {errors} errors",
+        s.http_requests
+    );
+    b.record("enqueue", "HTTP, 16 clients", rate, "req/s", how.clone());
+    b.record(
+        "enqueue",
+        "HTTP, 16 clients, p50",
+        percentile(&lat, 0.5),
+        "ms",
+        how.clone(),
+    );
+    b.record(
+        "enqueue",
+        "HTTP, 16 clients, p99",
+        percentile(&lat, 0.99),
+        "ms",
+        how,
+    );
+    Ok(())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_is_swapped_in_urls() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app", "b"),
+            "postgres://u:p@h:5432/b"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/app?sslmode=require", "b"),
+            "postgres://u@h/b?sslmode=require"
+        );
+        assert_eq!(with_database("postgres://u@h:1", "b"), "postgres://u@h:1/b");
+    }
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+    }
+}
