@@ -2,6 +2,7 @@
 
 mod api;
 mod api_support;
+mod bench;
 mod cli;
 mod demo;
 mod fleet;

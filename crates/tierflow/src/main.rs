@@ -19,7 +19,14 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     // One TLS stack (rustls + ring) for PostgreSQL and webhooks; reqwest needs it installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The benchmark's own progress lines go to stderr; its processes log only problems, so that
+    // logging does not weigh on what it measures.
+    if matches!(cli.command, Command::Bench(_) | Command::BenchWorker(_))
+        && cli.log.log_level == telemetry::DEFAULT_LEVEL
+    {
+        cli.log.log_level = "warn".to_owned();
+    }
     telemetry::init(&cli.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -4,6 +4,9 @@
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+/// The default log filter.
+pub const DEFAULT_LEVEL: &str = "info,sqlx=warn";
+
 /// Log settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

@@ -1,0 +1,49 @@
+//! `tierflow bench --quick` as a smoke test: it runs every section to the end and reports its
+//! figures with what was measured and how. No thresholds here: performance is judged from the
+//! full benchmark's figures (docs/performance.md), not by tests.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::stderr;
+
+#[test]
+fn quick_benchmark_runs_every_section() {
+    let url = std::env::var("TIERFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| tierflow_testdb::DEFAULT_URL.to_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["bench", "--quick", "--json"])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench failed: {}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(
+        report["machine"]["postgresql"]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL")
+    );
+    let figures = report["figures"].as_array().unwrap();
+    for section in [
+        "enqueue",
+        "drain",
+        "pickup",
+        "schedule",
+        "rescue",
+        "table growth",
+        "scale",
+    ] {
+        let of_section: Vec<&Value> = figures.iter().filter(|f| f["section"] == section).collect();
+        assert!(!of_section.is_empty(), "no figure for {section}");
+        for f in of_section {
+            assert!(f["value"].as_f64().is_some_and(f64::is_finite), "{f}");
+            assert!(!f["how"].as_str().unwrap().is_empty(), "{f}");
+        }
+    }
+    // Progress lines went to stderr while it ran.
+    assert!(stderr(&out).contains("drain:"));
+}
