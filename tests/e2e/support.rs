@@ -1,9 +1,7 @@
 //! Running the built `tierflow` binary: one-shot commands and long-running worker processes.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 /// Runs `tierflow args…` with `DATABASE_URL=url` and returns its output.
 pub fn tierflow(url: &str, args: &[&str]) -> Output {
@@ -85,20 +83,4 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use tierflow_testdb::wait_until;

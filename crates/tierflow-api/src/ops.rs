@@ -86,18 +86,25 @@ async fn render(State(s): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-async fn ready(State(s): State<OpsState>) -> (StatusCode, &'static str) {
+async fn ready(State(s): State<OpsState>) -> (StatusCode, String) {
+    match readiness(&s.pool).await {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Whether the process can serve: the database answers within 2 s and every migration this
+/// binary knows is applied. `Err` says what is wrong.
+pub async fn readiness(pool: &PgPool) -> Result<(), String> {
     let check = tokio::time::timeout(
         Duration::from_secs(2),
-        tierflow_store::migrate::is_current(&s.pool),
+        tierflow_store::migrate::is_current(pool),
     )
     .await;
     match check {
-        Ok(Ok(true)) => (StatusCode::OK, "ready"),
-        Ok(Ok(false)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "migrations pending; run `tierflow migrate`",
-        ),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err("migrations pending; run `tierflow migrate`".into()),
+        Ok(Err(e)) => Err(format!("database unreachable: {e}")),
+        Err(_) => Err("database did not answer within 2 s".into()),
     }
 }

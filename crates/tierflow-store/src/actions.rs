@@ -157,15 +157,14 @@ pub async fn run_transition_action(
     )
     .await?;
     // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
-    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
     let id = transition_id.to_string();
-    events::emit(
+    events::announce(
         &mut tx,
         ctx,
+        tenant_id,
         audit_action,
         "transition",
         &id,
-        &entitlement,
         now,
     )
     .await?;
@@ -225,15 +224,14 @@ pub async fn expire_override(
         },
     )
     .await?;
-    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
     let id = override_id.to_string();
-    events::emit(
+    events::announce(
         &mut tx,
         ctx,
+        tenant_id,
         "override.expired",
         "override",
         &id,
-        &entitlement,
         now,
     )
     .await?;

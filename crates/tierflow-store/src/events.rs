@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tierflow_domain::effective::EffectiveEntitlement;
+use tierflow_domain::ids::TenantId;
 use tierflow_queue::{NewJob, enqueue};
 
 use crate::jobs::DeliverEvent;
@@ -44,8 +45,33 @@ pub struct EntitlementChanged {
     pub entitlement: EffectiveEntitlement,
 }
 
+/// Reads the tenant's effective entitlement after a change and emits the change's event, in the
+/// change's transaction; returns the entitlement for the caller's response.
+pub(crate) async fn announce(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    tenant_id: &TenantId,
+    action: &str,
+    subject_type: &str,
+    subject_id: &str,
+    now: DateTime<Utc>,
+) -> Result<EffectiveEntitlement, StoreError> {
+    let entitlement = crate::tenants::effective_at(conn, tenant_id, now).await?;
+    emit(
+        conn,
+        ctx,
+        action,
+        subject_type,
+        subject_id,
+        &entitlement,
+        now,
+    )
+    .await?;
+    Ok(entitlement)
+}
+
 /// Emits the event for a change, in the change's transaction.
-pub(crate) async fn emit(
+async fn emit(
     conn: &mut PgConnection,
     ctx: &Context,
     action: &str,

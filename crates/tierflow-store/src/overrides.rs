@@ -159,15 +159,14 @@ pub async fn create_override(
         },
     )
     .await?;
-    let entitlement = tenants::effective_at(&mut tx, &tenant.tenant_id, now).await?;
     let id = o.override_id.to_string();
-    events::emit(
+    let entitlement = events::announce(
         &mut tx,
         ctx,
+        &tenant.tenant_id,
         "override.created",
         "override",
         &id,
-        &entitlement,
         now,
     )
     .await?;
@@ -255,15 +254,14 @@ pub async fn remove_override(
         },
     )
     .await?;
-    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
     let id = override_id.to_string();
-    events::emit(
+    let entitlement = events::announce(
         &mut tx,
         ctx,
+        tenant_id,
         "override.removed",
         "override",
         &id,
-        &entitlement,
         now,
     )
     .await?;

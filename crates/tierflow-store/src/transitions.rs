@@ -162,15 +162,14 @@ async fn request_in(
         None => None,
     };
     let (transition, jobs) = write_plan(conn, &write, &plan).await?;
-    let entitlement = tenants::effective_at(conn, &tenant.tenant_id, now).await?;
     let id = transition.id.to_string();
-    events::emit(
+    let entitlement = events::announce(
         conn,
         ctx,
+        &tenant.tenant_id,
         audit_action(plan.kind),
         "transition",
         &id,
-        &entitlement,
         now,
     )
     .await?;
@@ -504,15 +503,14 @@ pub async fn provision_tenant(
         now,
     };
     let (transition, jobs) = write_plan(&mut tx, &w, &plan).await?;
-    let entitlement = tenants::effective_at(&mut tx, &tenant.tenant_id, now).await?;
     let id = transition.id.to_string();
-    events::emit(
+    let entitlement = events::announce(
         &mut tx,
         ctx,
+        &tenant.tenant_id,
         "transition.provision",
         "transition",
         &id,
-        &entitlement,
         now,
     )
     .await?;
@@ -568,15 +566,14 @@ pub async fn cancel_transition(
     let transition = get(&mut tx, tenant_id, transition_id)
         .await?
         .ok_or_else(|| StoreError::UnknownTransition(transition_id.to_string()))?;
-    let entitlement = tenants::effective_at(&mut tx, tenant_id, now).await?;
     let id = transition_id.to_string();
-    events::emit(
+    let entitlement = events::announce(
         &mut tx,
         ctx,
+        tenant_id,
         "transition.cancelled",
         "transition",
         &id,
-        &entitlement,
         now,
     )
     .await?;

@@ -38,26 +38,19 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", responses(
     (status = 200, body = Health, description = "success"), (status = 503, body = Health, description = "database down or migrations pending")))]
 async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
-    match tierflow_store::migrate::is_current(&state.pool).await {
-        Ok(true) => (
+    match crate::ops::readiness(&state.pool).await {
+        Ok(()) => (
             StatusCode::OK,
             Json(Health {
                 status: "ready",
                 detail: None,
             }),
         ),
-        Ok(false) => (
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "not ready",
-                detail: Some("migrations pending; run `tierflow migrate`".into()),
-            }),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "not ready",
-                detail: Some(format!("database unreachable: {e}")),
+                detail: Some(why),
             }),
         ),
     }

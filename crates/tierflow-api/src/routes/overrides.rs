@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tierflow_domain::ids::{Actor, OverrideId, Reason};
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tenants::{parse_tenant, to_json};
+use super::tenants::{created_or_replayed, parse_tenant, to_json};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -73,14 +73,7 @@ async fn create(
     };
     let mut conn = state.pool.acquire().await?;
     let out = create_override(&mut conn, &state.ctx, req).await?;
-    let mut headers = HeaderMap::new();
-    let status = if out.replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, headers, axum::Json(to_json(&out)?)))
+    created_or_replayed(out.replayed, &out)
 }
 
 /// Ends an active override now and cancels its expiry job.

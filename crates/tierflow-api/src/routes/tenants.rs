@@ -78,6 +78,31 @@ pub(crate) fn parse_tenant(s: String) -> Result<TenantId, ApiError> {
     TenantId::parse(s).map_err(|e| ApiError::Malformed(e.to_string()))
 }
 
+/// 201 for a new result, 200 with `Idempotent-Replayed: true` for a replay of an earlier request.
+pub(crate) fn created_or_replayed<T: serde::Serialize>(
+    replayed: bool,
+    body: &T,
+) -> Result<
+    (
+        StatusCode,
+        axum::http::HeaderMap,
+        axum::Json<serde_json::Value>,
+    ),
+    ApiError,
+> {
+    let mut headers = axum::http::HeaderMap::new();
+    let status = if replayed {
+        headers.insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, headers, axum::Json(to_json(body)?)))
+}
+
 /// Serializes a response body.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(v)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{Actor, Reason, TierId, TransitionId};
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tenants::{parse_tenant, to_json};
+use super::tenants::{created_or_replayed, parse_tenant, to_json};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -91,14 +91,7 @@ async fn request(
     let mut tx = state.pool.begin().await?;
     let out = request_transition(&mut tx, &state.ctx, req).await?;
     tx.commit().await?;
-    let mut headers = HeaderMap::new();
-    let status = if out.replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, headers, axum::Json(to_json(&out)?)))
+    created_or_replayed(out.replayed, &out)
 }
 
 /// History query.

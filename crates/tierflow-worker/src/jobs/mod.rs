@@ -7,9 +7,31 @@ pub mod expire_override;
 pub mod sla_freeze;
 pub mod voice_disable;
 
-use tierflow_queue::{JobError, Outcome};
+use sqlx::PgConnection;
+use tierflow_domain::ids::{TenantId, TransitionId};
+use tierflow_domain::transition::Action;
+use tierflow_queue::{HandlerFuture, JobError, Outcome};
 use tierflow_store::StoreError;
-use tierflow_store::actions::ActionOutcome;
+use tierflow_store::actions::{ActionOutcome, run_transition_action};
+
+use crate::WorkerState;
+
+/// The body shared by the three transition-action kinds: the store applies `action` once.
+pub(crate) fn transition_action<'a>(
+    tenant_id: TenantId,
+    transition_id: TransitionId,
+    action: Action,
+    tx: &'a mut PgConnection,
+    state: &'a WorkerState,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        tracing::Span::current().record("tenant_id", tenant_id.as_str());
+        run_transition_action(tx, &state.store, &tenant_id, transition_id, action)
+            .await
+            .map(outcome)
+            .map_err(job_error)
+    })
+}
 
 /// The queue outcome of a store action.
 pub(crate) fn outcome(o: ActionOutcome) -> Outcome {

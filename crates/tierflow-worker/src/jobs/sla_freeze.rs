@@ -7,10 +7,9 @@
 use sqlx::PgConnection;
 use tierflow_domain::transition::Action;
 use tierflow_queue::HandlerFuture;
-use tierflow_store::actions::run_transition_action;
 use tierflow_store::jobs::SlaFreeze;
 
-use super::{job_error, outcome};
+use super::transition_action;
 use crate::WorkerState;
 
 /// Runs one `sla_freeze` job in the job's transaction.
@@ -19,17 +18,11 @@ pub fn handle<'a>(
     tx: &'a mut PgConnection,
     state: &'a WorkerState,
 ) -> HandlerFuture<'a> {
-    Box::pin(async move {
-        tracing::Span::current().record("tenant_id", job.tenant_id.as_str());
-        run_transition_action(
-            tx,
-            &state.store,
-            &job.tenant_id,
-            job.transition_id,
-            Action::SlaFreeze,
-        )
-        .await
-        .map(outcome)
-        .map_err(job_error)
-    })
+    transition_action(
+        job.tenant_id,
+        job.transition_id,
+        Action::SlaFreeze,
+        tx,
+        state,
+    )
 }

@@ -2,7 +2,6 @@
 //! sleeping.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,23 +77,7 @@ pub async fn db() -> TestDb {
     TestDb::new().await
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use tierflow_testdb::wait_until;
 
 /// `(status, attempts)` of a job.
 pub async fn job_state(pool: &PgPool, id: &str) -> (String, i32) {
