@@ -8,24 +8,8 @@ use std::time::Duration;
 use common::*;
 use tierflow_domain::ids::{Actor, TenantId, TierId};
 use tierflow_domain::transition::{GracePeriod, Target};
-use tierflow_store::transitions::{ProvisionRequest, cancel_transition, provision_tenant};
-use tierflow_store::{Context, TransitionRequest, request_transition, tenants};
-
-async fn provision(pool: &sqlx::PgPool, ctx: &Context, tenant: &str) {
-    let mut conn = pool.acquire().await.unwrap();
-    provision_tenant(
-        &mut conn,
-        ctx,
-        ProvisionRequest {
-            tenant_id: TenantId::parse(tenant).unwrap(),
-            tier_id: TierId::parse("professional").unwrap(),
-            reason: None,
-            requested_by: Actor::parse("billing").unwrap(),
-        },
-    )
-    .await
-    .unwrap();
-}
+use tierflow_store::transitions::cancel_transition;
+use tierflow_store::{TransitionRequest, request_transition, tenants};
 
 fn downgrade(tenant: &str, grace: Duration) -> TransitionRequest {
     TransitionRequest {

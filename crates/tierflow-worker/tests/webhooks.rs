@@ -12,7 +12,6 @@ use common::*;
 use tierflow_domain::ids::{Actor, TenantId, TierId};
 use tierflow_domain::transition::{GracePeriod, Target};
 use tierflow_store::events::EntitlementChanged;
-use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
 use tierflow_store::{Context, TransitionRequest, request_transition};
 use tierflow_worker::WorkerState;
 use tierflow_worker::webhook::{Secret, WebhookClient, verify};
@@ -116,22 +115,6 @@ fn state(ctx: &Context) -> Arc<WorkerState> {
         store: ctx.clone(),
         webhooks: Some(WebhookClient::new(Secret::new(SECRET)).unwrap()),
     })
-}
-
-async fn provision(pool: &sqlx::PgPool, ctx: &Context, tenant: &str) {
-    let mut conn = pool.acquire().await.unwrap();
-    provision_tenant(
-        &mut conn,
-        ctx,
-        ProvisionRequest {
-            tenant_id: TenantId::parse(tenant).unwrap(),
-            tier_id: TierId::parse("professional").unwrap(),
-            reason: None,
-            requested_by: Actor::parse("billing").unwrap(),
-        },
-    )
-    .await
-    .unwrap();
 }
 
 /// The receiver verifies every delivery's signature; a delivery that fails twice is retried with

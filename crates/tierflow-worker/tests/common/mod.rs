@@ -73,6 +73,25 @@ pub fn worker_state(ctx: &Context) -> Arc<tierflow_worker::WorkerState> {
     })
 }
 
+/// Provisions `tenant` on professional, committed.
+pub async fn provision(pool: &PgPool, ctx: &Context, tenant: &str) {
+    use tierflow_domain::ids::{Actor, TenantId, TierId};
+    use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
+    let mut conn = pool.acquire().await.unwrap();
+    provision_tenant(
+        &mut conn,
+        ctx,
+        ProvisionRequest {
+            tenant_id: TenantId::parse(tenant).unwrap(),
+            tier_id: TierId::parse("professional").unwrap(),
+            reason: None,
+            requested_by: Actor::parse("billing").unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
 pub async fn db() -> TestDb {
     TestDb::new().await
 }
