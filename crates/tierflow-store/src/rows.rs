@@ -147,7 +147,7 @@ impl TransitionRecord {
 }
 
 /// `tenant_restrictions` row (the columns the rules need).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct HoldRow {
     pub source: String,
     pub restriction: String,
@@ -164,7 +164,7 @@ impl TryFrom<HoldRow> for Hold {
 }
 
 /// `entitlement_overrides` row.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct OverrideRow {
     pub id: Uuid,
     pub entitlement_type: String,

@@ -3,16 +3,16 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tierflow_domain::effective::{EffectiveEntitlement, EntitlementState, effective_entitlement};
-use tierflow_domain::ids::{TenantId, TierId};
+use tierflow_domain::ids::{TenantId, TierId, TransitionId};
 use tierflow_domain::restriction::Hold;
-use tierflow_domain::transition::EntitlementStatus;
+use tierflow_domain::tier::Tier;
+use tierflow_domain::transition::{EntitlementStatus, PendingDowngrade};
 
 use crate::error::corrupt;
 use crate::rows::{
-    HoldRow, OverrideRow, TransitionRecord, TransitionRow, convert, override_columns,
-    transition_columns,
+    HoldRow, OverrideRow, TierRow, TransitionRecord, TransitionRow, convert, transition_columns,
 };
-use crate::{Context, StoreError, tiers};
+use crate::{Context, StoreError};
 
 /// A locked tenant row.
 #[derive(Debug, Clone)]
@@ -100,41 +100,71 @@ pub(crate) async fn effective_at(
     tenant_id: &TenantId,
     now: DateTime<Utc>,
 ) -> Result<EffectiveEntitlement, StoreError> {
-    let row: Option<(String, String, DateTime<Utc>, i64)> = sqlx::query_as(
-        "SELECT tier_id, status, effective_at, version FROM tenant_entitlements WHERE tenant_id = $1",
+    // The product's most frequent read, and part of every change: one round trip, with the
+    // pending downgrade, the restriction holds and the active overrides folded in as JSON.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        status: String,
+        effective_at: DateTime<Utc>,
+        version: i64,
+        #[sqlx(flatten)]
+        tier: TierRow,
+        pending: Option<serde_json::Value>,
+        holds: serde_json::Value,
+        overrides: serde_json::Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct PendingRow {
+        id: uuid::Uuid,
+        to_tier_id: String,
+        grace_ends_at: DateTime<Utc>,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT e.status, e.effective_at, e.version,
+                t.tier_id, t.name, t.category, t.rank, t.active, t.features, t.limits, t.metadata,
+                (SELECT json_build_object('id', p.id, 'to_tier_id', p.to_tier_id, 'grace_ends_at', p.grace_ends_at)
+                   FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending,
+                coalesce((SELECT json_agg(json_build_object('source', r.source, 'restriction', r.restriction))
+                   FROM tenant_restrictions r WHERE r.tenant_id = e.tenant_id), '[]') AS holds,
+                coalesce((SELECT json_agg(o) FROM (SELECT id, entitlement_type, original_limit, override_limit, reason,
+                          granted_by, created_at, expires_at
+                     FROM entitlement_overrides WHERE tenant_id = e.tenant_id AND status = 'active') o), '[]') AS overrides
+           FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
+          WHERE e.tenant_id = $1",
     )
     .bind(tenant_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let (tier_id, status, effective_at, version) =
-        row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
-    let tier_id = TierId::parse(tier_id).map_err(corrupt("tenant tier"))?;
-    let tier = tiers::get(conn, &tier_id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("tenant on missing tier '{tier_id}'")))?;
-    let pending = pending(conn, tenant_id).await?.and_then(|t| t.as_pending());
+    let row = row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
+    let json = |what: &str, e: serde_json::Error| {
+        StoreError::Corrupt(format!("{what} of tenant '{tenant_id}': {e}"))
+    };
+    let tier = Tier::try_from(row.tier)?;
+    let pending = match row.pending {
+        Some(p) => {
+            let p: PendingRow =
+                serde_json::from_value(p).map_err(|e| json("pending downgrade", e))?;
+            Some(PendingDowngrade {
+                transition_id: TransitionId(p.id),
+                to_tier: TierId::parse(p.to_tier_id).map_err(corrupt("pending tier"))?,
+                grace_ends_at: p.grace_ends_at,
+            })
+        }
+        None => None,
+    };
     let holds: Vec<HoldRow> =
-        sqlx::query_as("SELECT source, restriction FROM tenant_restrictions WHERE tenant_id = $1")
-            .bind(tenant_id.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
+        serde_json::from_value(row.holds).map_err(|e| json("restrictions", e))?;
     let holds: Vec<Hold> = convert(holds)?;
-    let overrides: Vec<OverrideRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        override_columns!(),
-        " FROM entitlement_overrides WHERE tenant_id = $1 AND status = 'active'"
-    ))
-    .bind(tenant_id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    let overrides: Vec<OverrideRow> =
+        serde_json::from_value(row.overrides).map_err(|e| json("overrides", e))?;
     let overrides = convert(overrides)?;
     Ok(effective_entitlement(
         &EntitlementState {
             tenant_id,
             tier: &tier,
-            status: EntitlementStatus::parse(&status).map_err(corrupt("tenant status"))?,
-            effective_at,
-            version,
+            status: EntitlementStatus::parse(&row.status).map_err(corrupt("tenant status"))?,
+            effective_at: row.effective_at,
+            version: row.version,
             pending: pending.as_ref(),
             holds: &holds,
             overrides: &overrides,
