@@ -189,15 +189,7 @@ impl<S: Send + Sync + 'static> Executor<S> {
         payload: &[u8],
     ) -> Result<Result<RunResult, JobError>, RunError> {
         let mut tx = self.pool.begin().await.map_err(QueueError::from)?;
-        // Asynchronous commit for the job's transaction: it saves the WAL flush that otherwise
-        // caps the fleet at one fsync per job. It is safe because the domain effect and the job's
-        // completion commit together: if PostgreSQL crashes before the commit reaches disk, both
-        // are lost and the job simply runs again (its events carry the same ids, so receivers
-        // de-duplicate). API requests, which callers see acknowledged, keep synchronous commit.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(QueueError::from)?;
+        // The fence also switches this transaction to asynchronous commit (see `lease::fence`).
         if !lease::fence(&mut tx, lease).await? {
             return Err(RunError::LeaseLost);
         }

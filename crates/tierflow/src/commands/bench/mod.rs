@@ -851,15 +851,9 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Random bits from the operating system (through a v4 UUID).
 fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish() as u32
+    uuid::Uuid::new_v4().as_u128() as u32
 }
 
 #[cfg(test)]

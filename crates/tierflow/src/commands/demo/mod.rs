@@ -531,13 +531,7 @@ async fn tell(
     Ok(())
 }
 
+/// Random bits from the operating system (through a v4 UUID).
 fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    uuid::Uuid::new_v4().as_u128() as u64
 }
