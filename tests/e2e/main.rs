@@ -5,6 +5,7 @@ mod api_support;
 mod bench;
 mod cli;
 mod demo;
+mod deploy;
 mod fleet;
 mod observability;
 mod support;
