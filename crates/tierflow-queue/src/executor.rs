@@ -1,10 +1,16 @@
-//! Runs one claimed job: decode, fence, handle, record — inside the job's span.
+//! Runs one claimed job: decode, handle, record — inside the job's span.
 //!
-//! The handler gets the transaction that holds the job's row lock; if it returns `Ok`, the job is
-//! marked `Done` (or put back to wait, for [`Outcome::NotYetDue`]) in that same transaction, so the
-//! domain effect and the job's completion commit together. An `Err`, a panic or a timeout rolls
-//! the transaction back and counts as a failed attempt; an undecodable payload or
-//! [`JobError::Permanent`] makes the job dead at once. Nothing a handler does ends the process.
+//! A kind's handler is one of two flavours ([`Handler`]):
+//! - **transactional** — it gets the transaction that holds the job's row lock; if it returns
+//!   `Ok`, the job is marked `Done` (or put back to wait, for [`Outcome::NotYetDue`]) in that same
+//!   transaction, so the domain effect and the job's completion commit together (exactly once);
+//! - **standalone** — its effect lies outside tierflow's database (a webhook delivery) or it has
+//!   none; it runs without a transaction or a held connection, and its success is recorded by the
+//!   [`crate::completer`] in batches (at least once, as any external effect).
+//!
+//! An `Err`, a panic or a timeout counts as a failed attempt (a transactional handler's work is
+//! rolled back); an undecodable payload or [`JobError::Permanent`] makes the job dead at once.
+//! Nothing a handler does ends the process.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -17,6 +23,7 @@ use futures::FutureExt as _;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
 
+use crate::completer::{CompleterHandle, Completion};
 use crate::lease::{self, Claimed, Failed, Lease};
 use crate::{Job, QueueError};
 
@@ -45,8 +52,18 @@ pub enum JobError {
 /// The future a handler returns; it borrows the transaction and the shared state.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send + 'a>>;
 
-/// A handler: a plain function from a decoded payload, the job's transaction and the shared state.
+/// A transactional handler: a plain function from a decoded payload, the job's transaction and
+/// the shared state.
 pub type HandlerFn<J, S> = for<'a> fn(J, &'a mut PgConnection, &'a S) -> HandlerFuture<'a>;
+
+/// A standalone handler: a plain function from a decoded payload and the shared state.
+pub type StandaloneFn<J, S> = for<'a> fn(J, &'a S) -> HandlerFuture<'a>;
+
+/// A kind's handler, in one of the two flavours of the module doc.
+pub enum Handler<J, S> {
+    Transactional(HandlerFn<J, S>),
+    Standalone(StandaloneFn<J, S>),
+}
 
 /// What the worker records after a run, for logs, metrics and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,16 +98,18 @@ pub(crate) trait KindRunner<S>: Send + Sync {
     fn kind(&self) -> &'static str;
     fn timeout(&self) -> Duration;
     fn backoff(&self, failed_attempts: i32) -> Duration;
+    /// True for a standalone handler, which is called with no transaction.
+    fn standalone(&self) -> bool;
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
-        tx: &'a mut PgConnection,
+        tx: Option<&'a mut PgConnection>,
         state: &'a S,
     ) -> HandlerFuture<'a>;
 }
 
 pub(crate) struct TypedRunner<J: Job, S> {
-    pub handler: HandlerFn<J, S>,
+    pub handler: Handler<J, S>,
 }
 
 impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
@@ -106,20 +125,28 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
         J::backoff(failed_attempts)
     }
 
+    fn standalone(&self) -> bool {
+        matches!(self.handler, Handler::Standalone(_))
+    }
+
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
-        tx: &'a mut PgConnection,
+        tx: Option<&'a mut PgConnection>,
         state: &'a S,
     ) -> HandlerFuture<'a> {
-        match serde_json::from_slice::<J>(payload) {
-            Ok(job) => (self.handler)(job, tx, state),
-            Err(e) => Box::pin(async move {
-                Err(JobError::Permanent(format!(
-                    "undecodable {} payload: {e}",
-                    J::KIND
-                )))
-            }),
+        let job = match serde_json::from_slice::<J>(payload) {
+            Ok(job) => job,
+            Err(e) => {
+                let message = format!("undecodable {} payload: {e}", J::KIND);
+                return Box::pin(async move { Err(JobError::Permanent(message)) });
+            }
+        };
+        match (&self.handler, tx) {
+            (Handler::Transactional(handler), Some(tx)) => handler(job, tx, state),
+            (Handler::Standalone(handler), None) => handler(job, state),
+            // The executor picks the path from `standalone()`; this cannot be reached.
+            _ => Box::pin(async { Err(JobError::Permanent("handler flavour mismatch".into())) }),
         }
     }
 }
@@ -129,6 +156,7 @@ pub(crate) struct Executor<S> {
     pub pool: PgPool,
     pub state: Arc<S>,
     pub runner: Arc<dyn KindRunner<S>>,
+    pub completer: CompleterHandle,
 }
 
 impl<S: Send + Sync + 'static> Executor<S> {
@@ -162,7 +190,12 @@ impl<S: Send + Sync + 'static> Executor<S> {
     async fn execute_inner(&self, claimed: Claimed) -> RunResult {
         let Claimed { lease, payload } = claimed;
         let started = std::time::Instant::now();
-        let outcome = match self.run_handler(&lease, &payload).await {
+        let run = if self.runner.standalone() {
+            self.run_standalone(&lease, &payload).await
+        } else {
+            self.run_handler(&lease, &payload).await
+        };
+        let outcome = match run {
             Ok(result) => result,
             Err(RunError::LeaseLost) => {
                 tracing::warn!("lease lost before the job ran: another worker owns it now");
@@ -181,54 +214,77 @@ impl<S: Send + Sync + 'static> Executor<S> {
         }
     }
 
-    /// Begins the job's transaction, fences the lease, calls the handler under a timeout and a
-    /// panic guard, and on success commits the effect with the completion.
+    /// Begins the job's transaction, fences the lease (which marks the job done), calls the
+    /// handler under a timeout and a panic guard, and on success commits the effect with the
+    /// completion.
     async fn run_handler(
         &self,
         lease: &Lease,
         payload: &[u8],
     ) -> Result<Result<RunResult, JobError>, RunError> {
         let mut tx = self.pool.begin().await.map_err(QueueError::from)?;
-        // The fence also switches this transaction to asynchronous commit (see `lease::fence`).
+        // The fence also marks the job done and switches this transaction to asynchronous commit
+        // (see `lease::fence`).
         if !lease::fence(&mut tx, lease).await? {
             return Err(RunError::LeaseLost);
         }
-        let call = self.runner.call(payload, &mut tx, &self.state);
-        let result = match tokio::time::timeout(
-            self.runner.timeout(),
-            AssertUnwindSafe(call).catch_unwind(),
-        )
-        .await
-        {
-            Err(_) => Err(JobError::Retry(format!(
-                "timed out after {:?}",
-                self.runner.timeout()
-            ))),
-            Ok(Err(panic)) => Err(JobError::Retry(format!(
-                "handler panicked: {}",
-                panic_message(&*panic)
-            ))),
-            Ok(Ok(r)) => r,
-        };
+        let call = self.runner.call(payload, Some(&mut tx), &self.state);
+        let result = guarded(self.runner.timeout(), call).await;
+        // The fence marked the job done; a no-op keeps its reason, an early run goes back.
         let recorded = match result {
             Err(e) => return Err(RunError::Job(e)),
             Ok(Outcome::Done(summary)) => {
-                lease::complete(&mut tx, lease, &summary).await?;
+                tracing::debug!(%summary, "applied");
                 RunResult::Done
             }
             Ok(Outcome::NoOp(reason)) => {
                 tracing::info!(%reason, "nothing to do");
-                lease::complete(&mut tx, lease, &format!("no-op: {reason}")).await?;
+                lease::set_summary(&mut tx, lease, &format!("no-op: {reason}")).await?;
                 RunResult::NoOp
             }
             Ok(Outcome::NotYetDue(at)) => {
                 tracing::info!(due_at = %at, "ran early; rescheduled");
-                lease::reschedule(&mut tx, lease, at).await?;
+                lease::reschedule_held(&mut tx, lease, at).await?;
                 RunResult::Rescheduled
             }
         };
         tx.commit().await.map_err(QueueError::from)?;
         Ok(Ok(recorded))
+    }
+
+    /// Calls a standalone handler under a timeout and a panic guard, then has the completer
+    /// record its success (fenced, batched with other jobs').
+    async fn run_standalone(
+        &self,
+        lease: &Lease,
+        payload: &[u8],
+    ) -> Result<Result<RunResult, JobError>, RunError> {
+        let call = self.runner.call(payload, None, &self.state);
+        let (summary, result) = match guarded(self.runner.timeout(), call).await {
+            Err(e) => return Err(RunError::Job(e)),
+            Ok(Outcome::Done(summary)) => (summary, RunResult::Done),
+            Ok(Outcome::NoOp(reason)) => {
+                tracing::info!(%reason, "nothing to do");
+                (format!("no-op: {reason}"), RunResult::NoOp)
+            }
+            Ok(Outcome::NotYetDue(at)) => {
+                tracing::info!(due_at = %at, "ran early; rescheduled");
+                let mut conn = self.pool.acquire().await.map_err(QueueError::from)?;
+                return Ok(Ok(if lease::reschedule(&mut conn, lease, at).await? {
+                    RunResult::Rescheduled
+                } else {
+                    RunResult::LeaseLost
+                }));
+            }
+        };
+        Ok(Ok(match self.completer.complete(lease, summary).await {
+            Completion::Recorded => result,
+            Completion::LeaseLost => {
+                tracing::warn!("job ran but its lease was lost: another worker owns it now");
+                RunResult::LeaseLost
+            }
+            Completion::Unrecorded => RunResult::Unrecorded,
+        }))
     }
 
     /// Records a failed attempt, retrying the write while the database is unreachable; if it
@@ -261,6 +317,18 @@ impl<S: Send + Sync + 'static> Executor<S> {
             }
         }
         RunResult::Unrecorded
+    }
+}
+
+/// Awaits a handler's future under `timeout`, turning a panic or a timeout into a retryable error.
+async fn guarded(timeout: Duration, call: HandlerFuture<'_>) -> Result<Outcome, JobError> {
+    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
+        Err(_) => Err(JobError::Retry(format!("timed out after {timeout:?}"))),
+        Ok(Err(panic)) => Err(JobError::Retry(format!(
+            "handler panicked: {}",
+            panic_message(&*panic)
+        ))),
+        Ok(Ok(r)) => r,
     }
 }
 

@@ -24,13 +24,16 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, HandlerFn, KindRunner, TypedRunner};
+use crate::executor::{Executor, Handler, HandlerFn, KindRunner, StandaloneFn, TypedRunner};
 use crate::maintenance::cleaner::{self, CleanerConfig};
 use crate::maintenance::elector::Elector;
 use crate::maintenance::rescuer::{self, RescuerConfig};
 use crate::notifier::Notifier;
 use crate::producer::{Producer, ProducerBackend, ProducerConfig, run_job};
-use crate::{Job, depth, heartbeat, lease};
+use crate::{Job, completer, depth, heartbeat, lease};
+
+/// How long shutdown waits for the completer to write the last finished standalone jobs.
+const COMPLETER_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fleet settings. Defaults are the named constants of each part.
 #[derive(Debug, Clone)]
@@ -119,9 +122,22 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         self
     }
 
-    /// Registers the handler of kind `J`.
+    /// Registers the transactional handler of kind `J`: it runs in the job's transaction and its
+    /// effect commits with the job's completion (see [`crate::executor`]).
     pub fn register<J: Job>(mut self, handler: HandlerFn<J, S>) -> Self {
-        self.runners.push(Arc::new(TypedRunner { handler }));
+        self.runners.push(Arc::new(TypedRunner {
+            handler: Handler::Transactional(handler),
+        }));
+        self
+    }
+
+    /// Registers the standalone handler of kind `J`: for work with no effect in tierflow's
+    /// database (a webhook delivery). It holds no connection while it runs, and its completion is
+    /// batched with other jobs' by the [`crate::completer`].
+    pub fn register_standalone<J: Job>(mut self, handler: StandaloneFn<J, S>) -> Self {
+        self.runners.push(Arc::new(TypedRunner {
+            handler: Handler::Standalone(handler),
+        }));
         self
     }
 
@@ -153,6 +169,8 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         }
         let mut wakers = HashMap::new();
         let mut workers = JoinSet::new();
+        // The executors hold the only handles: the completer ends once they are all gone.
+        let (completer, completer_task) = completer::start(self.pool.clone(), id.clone());
         for runner in &self.runners {
             let kind = runner.kind();
             let wake = Arc::new(Notify::new());
@@ -162,6 +180,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 pool: self.pool.clone(),
                 state: self.state.clone(),
                 runner: runner.clone(),
+                completer: completer.clone(),
             });
             let producer = Producer {
                 pool: self.pool.clone(),
@@ -194,6 +213,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 }
             });
         }
+        drop(completer);
         services.spawn(
             Notifier {
                 pool: self.pool.clone(),
@@ -237,6 +257,14 @@ impl<S: Send + Sync + 'static> Fleet<S> {
             workers.abort_all();
             while workers.join_next().await.is_some() {}
             tracing::warn!(timeout = ?self.config.drain_timeout, "drain timeout reached; interrupting the jobs still running");
+        }
+        // Standalone jobs that finished are written before anything is handed back, so that a
+        // finished job is not run again. The producers and workers have dropped their handles.
+        if tokio::time::timeout(COMPLETER_FLUSH_TIMEOUT, completer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("finished jobs not yet recorded at shutdown; they will run again");
         }
         // Whatever this incarnation still holds never finished here: claimed but not started, or
         // cut off by the drain timeout. Hand it back so another replica runs it at once.

@@ -2,12 +2,12 @@
 //!
 //! A claim moves due rows to `Running`, stamps them with the claiming worker's incarnation id
 //! (`lock_by`) and counts the attempt (`attempts + 1`). `(id, lock_by, attempts)` is the lease: every
-//! later write about the job — [`fence`], [`complete`], [`fail`], [`reschedule`] — is conditional on
-//! it, so a worker whose job was rescued and re-claimed by another can no longer touch it: its late
-//! result changes nothing.
+//! later write about the job — [`fence`], [`fail`], [`reschedule`], the
+//! [`crate::completer`]'s batches — is conditional on it, so a worker whose job was rescued and
+//! re-claimed by another can no longer touch it: its late result changes nothing.
 //!
-//! Success is recorded in the same transaction as the job's domain effect ([`fence`] locks the row
-//! first), so either both happen or neither. Failure is recorded after that transaction has rolled
+//! A transactional job's success is recorded in the same transaction as its domain effect
+//! ([`fence`] takes the row and marks it done first), so either both happen or neither. Failure is recorded after that transaction has rolled
 //! back, in one statement that either reschedules the job with backoff (`Failed`, `run_at` moved)
 //! or, after its last attempt, makes it `Dead`.
 
@@ -103,8 +103,12 @@ pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<
     .await?)
 }
 
-/// Locks the job row in `tx` if the lease still holds. `false`: the job was rescued and belongs to
-/// someone else now; do nothing.
+/// Takes the job's row in `tx` if the lease still holds, and marks it `Done` there, before the
+/// handler runs. `false`: the job was rescued and belongs to someone else now; do nothing.
+///
+/// Marking it done first saves the round trip of a separate completion: the mark commits only
+/// with the handler's effect (a handler error, a panic or a timeout rolls both back), and a
+/// handler that finds the job early overwrites it with [`reschedule_held`].
 ///
 /// In the same round trip it switches `tx` to asynchronous commit. That is safe because the job's
 /// domain effect and its completion commit together in `tx`: if PostgreSQL crashes before the
@@ -113,9 +117,10 @@ pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<
 /// fsync per job. API requests, which callers see acknowledged, keep synchronous commit.
 pub async fn fence(tx: &mut PgConnection, lease: &Lease) -> Result<bool, QueueError> {
     let held: Option<String> = sqlx::query_scalar(
-        "SELECT set_config('synchronous_commit', 'off', true) FROM apalis.jobs
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
+                last_result = '{\"Ok\": \"done\"}'
           WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
-         FOR UPDATE",
+         RETURNING set_config('synchronous_commit', 'off', true)",
     )
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())
@@ -125,16 +130,14 @@ pub async fn fence(tx: &mut PgConnection, lease: &Lease) -> Result<bool, QueueEr
     Ok(held.is_some())
 }
 
-/// Records success in the transaction that [`fence`]d the lease.
-pub async fn complete(
+/// Replaces the result of a job [`fence`]d in `tx` (a no-op's reason, for operators).
+pub async fn set_summary(
     tx: &mut PgConnection,
     lease: &Lease,
     summary: &str,
 ) -> Result<(), QueueError> {
     sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
-                last_result = jsonb_build_object('Ok', $2::text)
-          WHERE id = $1",
+        "UPDATE apalis.jobs SET last_result = jsonb_build_object('Ok', $2::text) WHERE id = $1",
     )
     .bind(&lease.job_id)
     .bind(summary)
@@ -143,15 +146,15 @@ pub async fn complete(
     Ok(())
 }
 
-/// Puts a job that ran too early back to wait for `due_at`, without counting the attempt.
-pub async fn reschedule(
+/// Puts a job [`fence`]d in `tx` back to wait for `due_at`, without counting the attempt.
+pub async fn reschedule_held(
     tx: &mut PgConnection,
     lease: &Lease,
     due_at: DateTime<Utc>,
 ) -> Result<(), QueueError> {
     sqlx::query(
         "UPDATE apalis.jobs SET status = 'Pending', run_at = $2, attempts = attempts - 1,
-                lock_by = NULL, lock_at = NULL
+                done_at = NULL, lock_at = NULL, last_result = NULL
           WHERE id = $1",
     )
     .bind(&lease.job_id)
@@ -159,6 +162,28 @@ pub async fn reschedule(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Puts a running job that ran too early back to wait for `due_at`, without counting the
+/// attempt (a standalone job's; a transactional one uses [`reschedule_held`]). `false`: the lease
+/// no longer held and nothing changed.
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    due_at: DateTime<Utc>,
+) -> Result<bool, QueueError> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', run_at = $2, attempts = attempts - 1,
+                lock_by = NULL, lock_at = NULL
+          WHERE id = $1 AND status = 'Running' AND lock_by = $3 AND attempts = $4",
+    )
+    .bind(&lease.job_id)
+    .bind(due_at)
+    .bind(lease.worker_id.as_ref())
+    .bind(lease.attempt)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// What [`fail`] did.

@@ -18,7 +18,8 @@
 //! - [`state`] — the job states stored in `apalis.jobs.status`.
 //! - [`fleet`] — a worker process's runtime: per kind a [`producer`] (claims due jobs, woken by
 //!   the [`notifier`], with a polling floor) feeding an apalis worker whose [`executor`] runs the
-//!   handler and records the outcome through [`lease`] (fenced); plus the [`heartbeat`] and the
+//!   handler and records the outcome through [`lease`] (fenced) — a standalone kind's success
+//!   through the batching [`completer`]; plus the [`heartbeat`] and the
 //!   [`maintenance`] services (elector, rescuer, cleaner).
 //! - [`retry`] — exponential backoff with jitter.
 //! - [`metrics`], [`depth`] — metric names and recording; queue depth sampled once per fleet.
@@ -27,6 +28,7 @@
 //! - [`error`] — [`QueueError`].
 
 pub mod admin;
+pub mod completer;
 pub mod depth;
 pub mod enqueue;
 pub mod error;

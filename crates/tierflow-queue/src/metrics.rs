@@ -11,6 +11,8 @@ pub const JOBS_FINISHED: &str = "tierflow_jobs_total";
 pub const JOB_DURATION: &str = "tierflow_job_duration_seconds";
 /// Claim time minus due time, by kind.
 pub const PICKUP_DELAY: &str = "tierflow_job_pickup_delay_seconds";
+/// Standalone jobs recorded done by one completer statement.
+pub const COMPLETER_BATCH: &str = "tierflow_completer_batch_jobs";
 /// Jobs reclaimed from workers that stopped, by kind.
 pub const JOBS_RESCUED: &str = "tierflow_jobs_rescued_total";
 /// Job slots of this process, by kind.
@@ -31,6 +33,10 @@ pub fn describe() {
     describe_counter!(JOBS_FINISHED, "Job runs finished, by outcome.");
     describe_histogram!(JOB_DURATION, Unit::Seconds, "Handler run time.");
     describe_histogram!(PICKUP_DELAY, Unit::Seconds, "Claim time minus due time.");
+    describe_histogram!(
+        COMPLETER_BATCH,
+        "Standalone jobs recorded done by one completer statement."
+    );
     describe_counter!(
         JOBS_RESCUED,
         "Jobs reclaimed from workers that stopped mid-run."

@@ -1,7 +1,10 @@
 //! What each job does to tierflow's state — exactly once, however often the job runs.
 //!
-//! Each function is one savepoint on the caller's connection: lock the tenant, lock the domain
-//! row the job changes, check the work is still due, apply it, record it, audit it. A job that
+//! Each function runs in the caller's transaction — the job's own, which also records the job
+//! done, so the effect and the completion commit together — and the caller must roll it back on
+//! an error (the worker's executor does). Lock the tenant and read the guard in one statement,
+//! check the work is still due, apply it, record it, audit it. These are the fleet's hottest
+//! transactions, so each step is one round trip. A job that
 //! runs again (a retry after a crash between commit and ack, a duplicate delivery) finds the work
 //! done or no longer wanted and returns [`ActionOutcome::NoOp`] saying why; one that runs early
 //! returns [`ActionOutcome::NotYetDue`] so the worker can reschedule it.
@@ -15,13 +18,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tierflow_domain::ids::{OverrideId, TenantId, TierId, TransitionId};
+use tierflow_domain::restriction::RestrictionSource;
 use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_apply_downgrade};
 
 use crate::audit::{self, AuditEvent};
 use crate::error::corrupt;
-use crate::{Context, StoreError, events, restrictions, tenants};
+use crate::{Context, StoreError, events, tenants};
 
 /// What a job run did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,50 +45,61 @@ fn no_op(reason: impl Into<String>) -> ActionOutcome {
     }
 }
 
-/// Runs `voice_disable`, `sla_freeze` or `apply_downgrade` for a transition.
+/// Runs `voice_disable`, `sla_freeze` or `apply_downgrade` for a transition, in the caller's
+/// transaction.
 pub async fn run_transition_action(
-    conn: &mut PgConnection,
+    tx: &mut PgConnection,
     ctx: &Context,
     tenant_id: &TenantId,
     transition_id: TransitionId,
     action: Action,
 ) -> Result<ActionOutcome, StoreError> {
-    let mut tx = conn.begin().await?;
     let now = ctx.clock.now();
-    let tenant = tenants::lock(&mut tx, tenant_id).await?;
     #[derive(sqlx::FromRow)]
     struct Due {
+        tier_id: String,
+        tenant_status: String,
+        version: i64,
         status: String,
         to_tier_id: String,
         grace_ends_at: Option<DateTime<Utc>>,
-        action_status: Option<String>,
+        action_status: String,
     }
+    // The tenant lock and the guard in one statement. All three rows are locked, not only the
+    // tenant's: in READ COMMITTED a statement that waits for a row lock re-reads only the rows it
+    // locks, so a transition cancelled while this job waited for the tenant would otherwise read
+    // as still pending.
     let row: Option<Due> = sqlx::query_as(
-        "SELECT t.status, t.to_tier_id, t.grace_ends_at, a.status AS action_status
-           FROM tier_transitions t
-           LEFT JOIN transition_actions a ON a.transition_id = t.id AND a.action = $3
-          WHERE t.id = $1 AND t.tenant_id = $2
-          FOR UPDATE OF t",
+        "SELECT te.tier_id, te.status AS tenant_status, te.version,
+                t.status, t.to_tier_id, t.grace_ends_at, a.status AS action_status
+           FROM tenant_entitlements te
+           JOIN tier_transitions t ON t.tenant_id = te.tenant_id AND t.id = $1
+           JOIN transition_actions a ON a.transition_id = t.id AND a.action = $3
+          WHERE te.tenant_id = $2
+          FOR UPDATE OF te, t, a",
     )
     .bind(transition_id.0)
     .bind(tenant_id.as_str())
     .bind(action.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(Due {
-        status,
-        to_tier_id: to_tier,
-        grace_ends_at,
-        action_status,
-    }) = row
-    else {
-        return Ok(no_op(format!("transition {transition_id} does not exist")));
+    let Some(due) = row else {
+        // Rare: say which is missing (an unknown tenant is an error, the rest a no-op).
+        tenants::lock(tx, tenant_id).await?;
+        return Ok(no_op(format!(
+            "transition {transition_id} does not exist or has no {action}"
+        )));
     };
+    let tenant = tenants::LockedTenant::parse(
+        tenant_id.clone(),
+        due.tier_id,
+        &due.tenant_status,
+        due.version,
+    )?;
+    let (status, to_tier) = (due.status, due.to_tier_id);
     let status = TransitionStatus::parse(&status).map_err(corrupt("transition status"))?;
-    match action_status.as_deref() {
-        Some("scheduled") => {}
-        Some(done) => return Ok(no_op(format!("{action} already {done}"))),
-        None => return Ok(no_op(format!("transition {transition_id} has no {action}"))),
+    if due.action_status != "scheduled" {
+        return Ok(no_op(format!("{action} already {}", due.action_status)));
     }
     let audit_details;
     let version = match action {
@@ -97,7 +112,7 @@ pub async fn run_transition_action(
         }
         Action::ApplyDowngrade => {
             let to_tier = TierId::parse(to_tier).map_err(corrupt("transition tier"))?;
-            let ends = grace_ends_at.ok_or_else(|| {
+            let ends = due.grace_ends_at.ok_or_else(|| {
                 StoreError::Corrupt(format!("downgrade {transition_id} has no grace end"))
             })?;
             match plan_apply_downgrade(transition_id, status, &to_tier, ends, now) {
@@ -106,14 +121,6 @@ pub async fn run_transition_action(
                 }
                 ApplyDecision::NotYetDue(due_at) => return Ok(ActionOutcome::NotYetDue { due_at }),
                 ApplyDecision::Apply { to_tier, lift } => {
-                    sqlx::query(
-                        "UPDATE tier_transitions SET status = 'effective', effective_at = $2 WHERE id = $1",
-                    )
-                    .bind(transition_id.0)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    restrictions::lift(&mut tx, tenant_id, &[lift]).await?;
                     let late = (now - ends).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     metrics::histogram!(crate::metrics::GRACE_LATENESS).record(late);
                     audit_details = serde_json::json!({
@@ -121,69 +128,93 @@ pub async fn run_transition_action(
                         "to_tier": to_tier, "grace_ended_at": ends,
                         "lateness_seconds": (now - ends).num_milliseconds() as f64 / 1000.0,
                     });
-                    tenants::bump(&mut tx, &tenant, &to_tier, tenant.status, now).await?
+                    apply_downgrade(tx, &tenant, transition_id, &to_tier, &lift, now).await?
                 }
             }
         }
     };
-    sqlx::query(
-        "UPDATE transition_actions SET status = 'done', executed_at = $3
-          WHERE transition_id = $1 AND action = $2",
-    )
-    .bind(transition_id.0)
-    .bind(action.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     let actor = format!("job:{action}");
     let audit_action = match action {
         Action::VoiceDisable => "action.voice_disable",
         Action::SlaFreeze => "action.sla_freeze",
         Action::ApplyDowngrade => "action.apply_downgrade",
     };
-    audit::record(
-        &mut tx,
-        AuditEvent {
-            tenant_id: tenant_id.as_str(),
-            occurred_at: now,
-            actor: &actor,
-            action: audit_action,
-            subject_type: "transition",
-            subject_id: transition_id.to_string(),
-            reason: None,
-            idempotency_key: None,
-            details: audit_details,
-        },
+    let subject_id = transition_id.to_string();
+    // The action's row and its audit row in one statement.
+    sqlx::query(
+        "WITH done AS (
+            UPDATE transition_actions SET status = 'done', executed_at = $3
+             WHERE transition_id = $1 AND action = $2)
+         INSERT INTO audit_events (tenant_id, occurred_at, actor, action, subject_type, subject_id, details)
+         VALUES ($4, $3, $5, $6, 'transition', $7, $8)",
     )
+    .bind(transition_id.0)
+    .bind(action.as_str())
+    .bind(now)
+    .bind(tenant_id.as_str())
+    .bind(&actor)
+    .bind(audit_action)
+    .bind(&subject_id)
+    .bind(audit_details)
+    .execute(&mut *tx)
     .await?;
     // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
-    let id = transition_id.to_string();
-    events::announce(
-        &mut tx,
+    events::announce_change(
+        tx,
         ctx,
-        tenant_id,
+        &tenant,
+        version,
         audit_action,
         "transition",
-        &id,
+        &subject_id,
         now,
     )
     .await?;
-    tx.commit().await?;
     Ok(ActionOutcome::Applied {
         tenant_version: version,
     })
 }
 
-/// Runs `expire_override`.
+/// Applies a downgrade whose grace has ended, in one statement: the transition becomes
+/// effective, its holds are lifted and the tenant moves to the new tier (the next version, which
+/// it returns).
+async fn apply_downgrade(
+    tx: &mut PgConnection,
+    tenant: &tenants::LockedTenant,
+    transition_id: TransitionId,
+    to_tier: &TierId,
+    lift: &RestrictionSource,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "WITH effective AS (
+            UPDATE tier_transitions SET status = 'effective', effective_at = $4 WHERE id = $2),
+         lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = $5)
+         UPDATE tenant_entitlements
+            SET effective_at = CASE WHEN tier_id <> $3 THEN $4 ELSE effective_at END,
+                tier_id = $3, version = version + 1, updated_at = $4
+          WHERE tenant_id = $1
+         RETURNING version",
+    )
+    .bind(tenant.tenant_id.as_str())
+    .bind(transition_id.0)
+    .bind(to_tier.as_str())
+    .bind(now)
+    .bind(lift.key())
+    .fetch_one(tx)
+    .await?)
+}
+
+/// Runs `expire_override`, in the caller's transaction.
 pub async fn expire_override(
-    conn: &mut PgConnection,
+    tx: &mut PgConnection,
     ctx: &Context,
     tenant_id: &TenantId,
     override_id: OverrideId,
 ) -> Result<ActionOutcome, StoreError> {
-    let mut tx = conn.begin().await?;
     let now = ctx.clock.now();
-    let tenant = tenants::lock(&mut tx, tenant_id).await?;
+    let tenant = tenants::lock(tx, tenant_id).await?;
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT status, expires_at FROM entitlement_overrides WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
     )
@@ -208,9 +239,9 @@ pub async fn expire_override(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let version = tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
+    let version = tenants::bump(tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
     audit::record(
-        &mut tx,
+        tx,
         AuditEvent {
             tenant_id: tenant_id.as_str(),
             occurred_at: now,
@@ -225,17 +256,17 @@ pub async fn expire_override(
     )
     .await?;
     let id = override_id.to_string();
-    events::announce(
-        &mut tx,
+    events::announce_change(
+        tx,
         ctx,
-        tenant_id,
+        &tenant,
+        version,
         "override.expired",
         "override",
         &id,
         now,
     )
     .await?;
-    tx.commit().await?;
     Ok(ActionOutcome::Applied {
         tenant_version: version,
     })

@@ -70,6 +70,54 @@ pub(crate) async fn announce(
     Ok(entitlement)
 }
 
+/// Emits the event of a change whose caller needs no entitlement back (a job's): with no webhook
+/// endpoint configured there is nothing to deliver, so the entitlement is not read and the event
+/// is only logged.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn announce_change(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    tenant: &crate::tenants::LockedTenant,
+    version: i64,
+    action: &str,
+    subject_type: &str,
+    subject_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ctx.webhooks.is_empty() {
+        log_only(
+            &event_id(action, subject_id),
+            tenant.tenant_id.as_str(),
+            version,
+        );
+        return Ok(());
+    }
+    let entitlement = crate::tenants::effective_at(conn, &tenant.tenant_id, now).await?;
+    emit(
+        conn,
+        ctx,
+        action,
+        subject_type,
+        subject_id,
+        &entitlement,
+        now,
+    )
+    .await
+}
+
+fn event_id(action: &str, subject_id: &str) -> String {
+    format!("{action}:{subject_id}")
+}
+
+fn log_only(event_id: &str, tenant_id: &str, version: i64) {
+    tracing::info!(
+        event_id,
+        tenant_id,
+        version,
+        "entitlement.changed (no webhook endpoint configured; logged only)"
+    );
+}
+
 /// Emits the event for a change, in the change's transaction.
 async fn emit(
     conn: &mut PgConnection,
@@ -81,7 +129,7 @@ async fn emit(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let event = EntitlementChanged {
-        id: format!("{action}:{subject_id}"),
+        id: event_id(action, subject_id),
         kind: ENTITLEMENT_CHANGED.to_owned(),
         occurred_at: now,
         tenant_id: entitlement.tenant_id.to_string(),
@@ -94,8 +142,7 @@ async fn emit(
         entitlement: entitlement.clone(),
     };
     if ctx.webhooks.is_empty() {
-        tracing::info!(event_id = %event.id, tenant_id = %event.tenant_id, version = event.version,
-            "entitlement.changed (no webhook endpoint configured; logged only)");
+        log_only(&event.id, &event.tenant_id, event.version);
         return Ok(());
     }
     let mut jobs = Vec::with_capacity(ctx.webhooks.len());

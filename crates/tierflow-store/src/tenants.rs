@@ -36,12 +36,24 @@ pub(crate) async fn lock(
     .await?;
     let (tier, status, version) =
         row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
-    Ok(LockedTenant {
-        tenant_id: tenant_id.clone(),
-        tier_id: TierId::parse(tier).map_err(corrupt("tenant tier"))?,
-        status: EntitlementStatus::parse(&status).map_err(corrupt("tenant status"))?,
-        version,
-    })
+    LockedTenant::parse(tenant_id.clone(), tier, &status, version)
+}
+
+impl LockedTenant {
+    /// A tenant row locked by the caller's own query, parsed.
+    pub(crate) fn parse(
+        tenant_id: TenantId,
+        tier: String,
+        status: &str,
+        version: i64,
+    ) -> Result<LockedTenant, StoreError> {
+        Ok(LockedTenant {
+            tenant_id,
+            tier_id: TierId::parse(tier).map_err(corrupt("tenant tier"))?,
+            status: EntitlementStatus::parse(status).map_err(corrupt("tenant status"))?,
+            version,
+        })
+    }
 }
 
 /// Records a change to the locked tenant: a new tier and status (unchanged if the same) and the

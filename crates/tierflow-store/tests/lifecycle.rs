@@ -15,10 +15,13 @@ async fn run(
     id: tierflow_domain::ids::TransitionId,
     a: Action,
 ) -> ActionOutcome {
-    let mut conn = f.pool().acquire().await.unwrap();
-    run_transition_action(&mut conn, &f.ctx, &tid(tenant), id, a)
+    // Actions run in the caller's transaction (the job's, in the worker).
+    let mut tx = f.pool().begin().await.unwrap();
+    let outcome = run_transition_action(&mut tx, &f.ctx, &tid(tenant), id, a)
         .await
-        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    outcome
 }
 
 async fn audit_actions(f: &Fixture, tenant: &str) -> Vec<String> {
@@ -229,4 +232,61 @@ async fn zero_grace_downgrade_applies_at_once() {
     assert_eq!(out.entitlement.tier_id.as_str(), "starter");
     assert!(out.jobs.is_empty());
     assert!(f.jobs().await.is_empty());
+}
+
+/// An enforcement job that waits for the tenant lock while an upgrade cancels its downgrade sees
+/// the cancellation once the lock is granted: it does nothing, and voice stays as the upgrade left
+/// it. (In READ COMMITTED a statement that waited re-reads only the rows it locks; the job's guard
+/// must lock what it reads.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_waiting_on_a_cancelling_upgrade_sees_the_cancellation() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let id = f
+        .request(to_tier("acme", "starter", 3600))
+        .await
+        .unwrap()
+        .transition
+        .id;
+    // The upgrade holds the tenant lock, not yet committed.
+    let mut upgrade = f.pool().begin().await.unwrap();
+    tierflow_store::request_transition(&mut upgrade, &f.ctx, to_tier("acme", "enterprise", 0))
+        .await
+        .unwrap();
+    let job = {
+        let (pool, ctx) = (f.pool().clone(), f.ctx.clone());
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let out = run_transition_action(&mut tx, &ctx, &tid("acme"), id, Action::VoiceDisable)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            out
+        })
+    };
+    tierflow_testdb::wait_until(
+        std::time::Duration::from_secs(10),
+        "the job to wait for the tenant lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(f.pool())
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    upgrade.commit().await.unwrap();
+    match job.await.unwrap() {
+        ActionOutcome::NoOp { reason } => assert!(reason.contains("cancelled"), "{reason}"),
+        other => panic!("the cancelled downgrade's job ran: {other:?}"),
+    }
+    let trail = audit_actions(&f, "acme").await;
+    assert!(
+        !trail.iter().any(|a| a == "action.voice_disable"),
+        "{trail:?}"
+    );
 }

@@ -25,10 +25,13 @@ fn voice(limit: i64, f: &Fixture, hours: i64) -> OverrideRequest {
 }
 
 async fn expire(f: &Fixture, id: OverrideId) -> ActionOutcome {
-    let mut conn = f.pool().acquire().await.unwrap();
-    expire_override(&mut conn, &f.ctx, &tid("acme"), id)
+    // Actions run in the caller's transaction (the job's, in the worker).
+    let mut tx = f.pool().begin().await.unwrap();
+    let outcome = expire_override(&mut tx, &f.ctx, &tid("acme"), id)
         .await
-        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    outcome
 }
 
 /// An override raises the limit at once, schedules its expiry at `expires_at`, and expires by the

@@ -15,7 +15,7 @@ pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Flee
         .register::<SlaFreeze>(jobs::sla_freeze::handle)
         .register::<ApplyDowngrade>(jobs::apply_downgrade::handle)
         .register::<ExpireOverride>(jobs::expire_override::handle)
-        .register::<DeliverEvent>(jobs::deliver_event::handle)
+        .register_standalone::<DeliverEvent>(jobs::deliver_event::handle)
         .sample_sql(
             tierflow_store::metrics::ACTIVE_OVERRIDES,
             tierflow_store::metrics::ACTIVE_OVERRIDES_SQL,

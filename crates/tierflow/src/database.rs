@@ -12,6 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::cli::DatabaseArgs;
 
+/// A pooled connection idle this long is pinged before use (see [`open`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// An open database: the pool and, in embedded mode, the server it runs on (stopped on drop,
 /// unless another tierflow process started it).
 pub struct Db {
@@ -67,6 +70,19 @@ pub async fn open(args: &DatabaseArgs, size: u32, lazy: bool) -> anyhow::Result<
     let pool = PgPoolOptions::new()
         .max_connections(size.max(1))
         .acquire_timeout(Duration::from_secs(args.db_connect_timeout.max(1)))
+        // sqlx pings every connection it hands out by default: one extra round trip per job and
+        // per request. Like HikariCP's alive-bypass window, ping only a connection that sat idle
+        // long enough to have been cut (a failover, an idle timeout); a busy connection proves
+        // itself by being used, and a job or request that meets a broken one fails and retries.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options);
     if !lazy || embedded.is_some() {
         pool.acquire().await.with_context(|| {

@@ -5,11 +5,15 @@
 //! never accept this event, so the job is dead at once and shows in `tierflow jobs dead`. Each
 //! delivery is its own job, so a failing endpoint delays only its own events.
 //!
+//! A standalone kind: delivery touches no table, so it runs without a transaction — no
+//! connection is held while an endpoint is slow — and its success is recorded by the batching
+//! completer. A crash between the endpoint's 2xx and that record delivers the event again; the
+//! event id (also the `Idempotency-Key`) lets the receiver drop the duplicate.
+//!
 //! Payload, kind name and attempts: `tierflow_store::jobs::DeliverEvent`. Tables: none besides
 //! the job's own row. Proven by `crates/tierflow-worker/tests/webhooks.rs`.
 
 use chrono::Utc;
-use sqlx::PgConnection;
 use tierflow_queue::{HandlerFuture, JobError, Outcome};
 use tierflow_store::jobs::DeliverEvent;
 
@@ -19,12 +23,8 @@ use crate::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, sign};
 /// Webhook deliveries by outcome (delivered, failed_retrying, rejected).
 pub const WEBHOOK_DELIVERIES: &str = "tierflow_webhook_deliveries_total";
 
-/// Delivers one event (the job's transaction is not used: delivery touches no table).
-pub fn handle<'a>(
-    job: DeliverEvent,
-    _: &'a mut PgConnection,
-    state: &'a WorkerState,
-) -> HandlerFuture<'a> {
+/// Delivers one event.
+pub fn handle(job: DeliverEvent, state: &WorkerState) -> HandlerFuture<'_> {
     Box::pin(async move {
         tracing::Span::current().record("tenant_id", job.event.tenant_id.as_str());
         let Some(client) = state.webhooks.as_ref() else {

@@ -7,7 +7,8 @@ use sqlx::PgConnection;
 use tierflow_queue::{HandlerFuture, Job, Outcome};
 use tierflow_worker::WorkerState;
 
-/// Does nothing: measures the queue itself.
+/// Does nothing: measures the queue itself (standalone, like a webhook delivery: no transaction,
+/// success recorded by the batching completer).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BenchNoop {}
 
@@ -15,7 +16,7 @@ impl Job for BenchNoop {
     const KIND: &'static str = "bench_noop";
 }
 
-pub fn noop<'a>(_: BenchNoop, _: &'a mut PgConnection, _: &'a WorkerState) -> HandlerFuture<'a> {
+pub fn noop(_: BenchNoop, _: &WorkerState) -> HandlerFuture<'_> {
     Box::pin(async { Ok(Outcome::Done("noop".into())) })
 }
 

@@ -8,7 +8,7 @@
 //! - **pickup** — no-op jobs enqueued one by one at 100/s: claim − due, and stalls over 100 ms;
 //! - **schedule** — jobs due 0.5–3 s ahead: claim − due;
 //! - **rescue** — kill -9 of a worker holding jobs until they run in another process;
-//! - **table growth** — the no-op drain again with many finished rows kept in the table;
+//! - **table growth** — the best no-op drain again with many finished rows kept in the table;
 //! - **scale** — the no-op drain with 1, 2 and 4 worker processes.
 //!
 //! Times come from the database (`lock_at` is the claim time, `done_at` the finish, `run_at` the
@@ -75,7 +75,7 @@ impl Sizes {
                 http_requests: 600,
                 bulk_jobs: 20_000,
                 drain_jobs: 10_000,
-                real_downgrades: 300,
+                real_downgrades: 1_000,
                 pickup_runs: 1,
                 pickup_jobs: 200,
                 schedule_jobs: 100,
@@ -473,13 +473,19 @@ async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
 
     // ── drain: no-op ──
     let mut best: f64 = 0.0;
-    for (w, c) in [(1, 16), (2, 16)] {
+    let mut best_config = (1, 16);
+    // Concurrency 16 is the default; the no-op kind is standalone (it holds no connection while
+    // it runs), so a process can run many at once and the completer writes them in bigger batches.
+    for (w, c) in [(1, 16), (2, 16), (1, 128), (2, 128)] {
         b.progress(format!(
             "drain: {} no-op jobs, {w} process(es) × concurrency {c}",
             s.drain_jobs
         ));
         let rate = b.drain_noops(s.drain_jobs, w, c).await?;
-        best = best.max(rate);
+        if rate > best {
+            best = rate;
+            best_config = (w, c);
+        }
         b.record(
             "drain",
             format!("no-op, {w} × {c}"),
@@ -715,7 +721,8 @@ async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
         .execute(&b.pool)
         .await?;
     b.enqueue_noops(s.drain_jobs, Utc::now()).await?;
-    let mut procs = b.workers(2, 16)?;
+    let (w, c) = best_config;
+    let mut procs = b.workers(w, c)?;
     let res = b
         .wait_drained(&["bench_noop"], Duration::from_secs(300))
         .await;
@@ -728,13 +735,13 @@ async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
         grown,
         "jobs/s",
         format!(
-            "{:.0} % of the empty-table figure ({empty_table_rate:.0} jobs/s)",
+            "{w} × {c}; {:.0} % of the empty-table figure ({empty_table_rate:.0} jobs/s)",
             grown / empty_table_rate * 100.0
         ),
     );
 
     // ── scale ──
-    for (w, c) in [(1, 16), (2, 16), (4, 8)] {
+    for (w, c) in [(1, 64), (2, 64), (4, 64)] {
         b.progress(format!(
             "scale: {} no-op jobs with {w} process(es) × {c}",
             s.scale_jobs

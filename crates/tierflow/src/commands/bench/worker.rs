@@ -46,7 +46,7 @@ pub async fn run(args: BenchWorkerArgs) -> anyhow::Result<()> {
         ..defaults
     };
     let fleet = tierflow_worker::fleet::build(db.pool.clone(), state, config)
-        .register::<BenchNoop>(noop)
+        .register_standalone::<BenchNoop>(noop)
         .register::<BenchSleep>(sleep);
     tracing::info!(worker_id = %fleet.worker_id(), "bench worker started");
     fleet.run_until(shutdown::signal()).await;
