@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::error::corrupt;
 
-/// `tiers` row.
-#[derive(Debug, sqlx::FromRow)]
+/// `tiers` row (also read as JSON, see `tenants::change_context`).
+#[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct TierRow {
     pub tier_id: String,
     pub name: String,
@@ -79,8 +79,8 @@ pub struct TransitionRecord {
     pub tenant_version: i64,
 }
 
-/// `tier_transitions` row.
-#[derive(Debug, sqlx::FromRow)]
+/// `tier_transitions` row (also read as JSON, see `tenants::change_context`).
+#[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct TransitionRow {
     pub id: Uuid,
     pub tenant_id: String,

@@ -10,7 +10,8 @@ use tierflow_domain::transition::{EntitlementStatus, PendingDowngrade};
 
 use crate::error::corrupt;
 use crate::rows::{
-    HoldRow, OverrideRow, TierRow, TransitionRecord, TransitionRow, convert, transition_columns,
+    HoldRow, OverrideRow, TierRow, TransitionRecord, TransitionRow, convert, tier_columns,
+    transition_columns,
 };
 use crate::{Context, StoreError};
 
@@ -80,20 +81,64 @@ pub(crate) async fn bump(
     .await?)
 }
 
-/// The tenant's pending downgrade, if any.
-pub(crate) async fn pending(
+/// What a change request reads besides the locked tenant.
+pub(crate) struct ChangeContext {
+    /// The tenant's tier.
+    pub current: Tier,
+    /// The requested tier, if one was named and exists.
+    pub target: Option<Tier>,
+    /// The tenant's pending downgrade, if any.
+    pub pending: Option<TransitionRecord>,
+}
+
+/// Reads the locked tenant's tier, the requested tier and the pending downgrade in one round
+/// trip (a request's hottest reads). Call it after [`lock`], in a statement of its own, so that
+/// it sees everything committed before the lock was granted.
+pub(crate) async fn change_context(
     conn: &mut PgConnection,
-    tenant_id: &TenantId,
-) -> Result<Option<TransitionRecord>, StoreError> {
-    let row: Option<TransitionRow> = sqlx::query_as(concat!(
-        "SELECT ",
+    tenant: &LockedTenant,
+    target: Option<&TierId>,
+) -> Result<ChangeContext, StoreError> {
+    let (current, target_row, pending): (
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+    ) = sqlx::query_as(concat!(
+        "SELECT (SELECT to_jsonb(c) FROM (SELECT ",
+        tier_columns!(),
+        " FROM tiers WHERE tier_id = $1) c),
+                (SELECT to_jsonb(g) FROM (SELECT ",
+        tier_columns!(),
+        " FROM tiers WHERE tier_id = $2) g),
+                (SELECT to_jsonb(p) FROM (SELECT ",
         transition_columns!(),
-        " FROM tier_transitions WHERE tenant_id = $1 AND status = 'pending'"
+        " FROM tier_transitions WHERE tenant_id = $3 AND status = 'pending') p)"
     ))
-    .bind(tenant_id.as_str())
-    .fetch_optional(conn)
+    .bind(tenant.tier_id.as_str())
+    .bind(target.map(TierId::as_str))
+    .bind(tenant.tenant_id.as_str())
+    .fetch_one(conn)
     .await?;
-    row.map(TransitionRecord::try_from).transpose()
+    let json = |what: &str, e: serde_json::Error| {
+        StoreError::Corrupt(format!("{what} of tenant '{}': {e}", tenant.tenant_id))
+    };
+    let tier = |v: serde_json::Value| -> Result<Tier, StoreError> {
+        Tier::try_from(serde_json::from_value::<TierRow>(v).map_err(|e| json("tier", e))?)
+    };
+    let current = current.ok_or_else(|| {
+        StoreError::Corrupt(format!("tenant on missing tier '{}'", tenant.tier_id))
+    })?;
+    Ok(ChangeContext {
+        current: tier(current)?,
+        target: target_row.map(tier).transpose()?,
+        pending: pending
+            .map(|p| {
+                let row: TransitionRow =
+                    serde_json::from_value(p).map_err(|e| json("pending downgrade", e))?;
+                TransitionRecord::try_from(row)
+            })
+            .transpose()?,
+    })
 }
 
 /// What the tenant may do now (no lock taken; a consistent snapshot within the caller's

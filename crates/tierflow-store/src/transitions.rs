@@ -124,18 +124,18 @@ async fn request_in(
         None => None,
     };
 
-    let current = tiers::get(conn, &tenant.tier_id).await?.ok_or_else(|| {
-        StoreError::Corrupt(format!("tenant on missing tier '{}'", tenant.tier_id))
-    })?;
-    let to_tier = match &req.target {
-        Target::Tier(id) => Some(
-            tiers::get(conn, id)
-                .await?
-                .ok_or_else(|| StoreError::UnknownTier(id.to_string()))?,
-        ),
+    let target_tier = match &req.target {
+        Target::Tier(id) => Some(id),
         Target::Suspend | Target::Reactivate => None,
     };
-    let pending = tenants::pending(conn, &tenant.tenant_id).await?;
+    let tenants::ChangeContext {
+        current,
+        target: to_tier,
+        pending,
+    } = tenants::change_context(conn, &tenant, target_tier).await?;
+    if let (Some(id), None) = (target_tier, &to_tier) {
+        return Err(StoreError::UnknownTier(id.to_string()));
+    }
     let pending_downgrade = pending.as_ref().and_then(TransitionRecord::as_pending);
     let plan = plan_transition(
         TransitionId::new(),
