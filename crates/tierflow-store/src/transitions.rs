@@ -403,26 +403,21 @@ async fn cancel_pending(
     id: TransitionId,
     by: Option<TransitionId>,
 ) -> Result<Superseded, StoreError> {
+    // The transition, its holds and its scheduled actions in one statement.
     sqlx::query(
-        "UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
-          WHERE id = $1 AND status = 'pending'",
+        "WITH cancelled AS (
+            UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
+             WHERE id = $1 AND status = 'pending'),
+         lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $5)
+         UPDATE transition_actions SET status = 'cancelled'
+          WHERE transition_id = $1 AND status = 'scheduled'",
     )
     .bind(id.0)
     .bind(w.now)
     .bind(by.map(|b| b.0))
-    .execute(&mut *conn)
-    .await?;
-    restrictions::lift(
-        conn,
-        &w.tenant.tenant_id,
-        &[RestrictionSource::PendingDowngrade(id)],
-    )
-    .await?;
-    sqlx::query(
-        "UPDATE transition_actions SET status = 'cancelled'
-          WHERE transition_id = $1 AND status = 'scheduled'",
-    )
-    .bind(id.0)
+    .bind(w.tenant.tenant_id.as_str())
+    .bind(RestrictionSource::PendingDowngrade(id).key())
     .execute(&mut *conn)
     .await?;
     let why = match by {

@@ -26,8 +26,6 @@ use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
 use sqlx::PgPool;
-use tierflow_api::auth::Role;
-use tierflow_api::{Api, ApiConfig, Token};
 use tierflow_domain::SystemClock;
 use tierflow_domain::ids::{Actor, TenantId, TierId};
 use tierflow_domain::transition::{GracePeriod, Target};
@@ -780,38 +778,40 @@ async fn wait_for(
     }
 }
 
-async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
-    provision(b, "h", 500).await?;
-    let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
-    let api = Api::build(
-        &ApiConfig {
-            listen: "127.0.0.1:0".parse()?,
-            tokens: vec![
-                Token::parse(&format!("bench:{token}"), Role::Service)
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            ],
-            max_body_bytes: ApiConfig::DEFAULT_MAX_BODY,
-        },
-        b.pool.clone(),
-        b.ctx.clone(),
-    )
-    .await?;
-    let base = format!("http://{}", api.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+/// Waits until `url` answers 200.
+async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let clients = 16;
-    let t0 = Instant::now();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if matches!(http.get(url).send().await, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not answer within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `n` transition requests from `clients` concurrent clients over 500 tenants, alternating
+/// downgrade and upgrade per tenant (`offset` continues the alternation); latencies in ms and the
+/// number of unexpected answers.
+async fn post_transitions(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    clients: usize,
+    n: usize,
+    offset: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, base, token, n) = (http.clone(), base.clone(), token.clone(), s.http_requests);
+        let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
-            for i in (c..n).step_by(clients) {
-                let tier = ["starter", "enterprise"][(i / clients) % 2];
+            for i in (offset + c..offset + n).step_by(clients) {
+                let tier = ["starter", "enterprise"][(i / 500) % 2];
                 let t = Instant::now();
                 let r = http
                     .post(format!("{base}/v1/tenants/h{}/transitions", i % 500))
@@ -835,9 +835,46 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
         lat.extend(l);
         errors += e;
     }
+    Ok((lat, errors))
+}
+
+async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
+    provision(b, "h", 500).await?;
+    let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
+    // The API runs as its own process (`tierflow api`), as deployed, so the load generator's
+    // work is not scheduled on the server's runtime.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("api")
+        .env("DATABASE_URL", &b.url)
+        .env("TIERFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+        .env("TIERFLOW_SERVICE_TOKENS", format!("bench:{token}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start a `tierflow api` process")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = wait_http_ok(&format!("{base}/healthz"), Duration::from_secs(30)).await;
+    if let Err(e) = ready {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(e);
+    }
+    let http = reqwest::Client::new();
+    let clients = 16;
+    // Warm-up, not measured: the server's pool opens its connections and each connection
+    // prepares its statements, as in a server that has been running for a while.
+    let warm = 20 * clients;
+    post_transitions(&http, &base, &token, clients, warm, 0).await?;
+    let t0 = Instant::now();
+    let (mut lat, errors) =
+        post_transitions(&http, &base, &token, clients, s.http_requests, warm).await?;
     let rate = s.http_requests as f64 / t0.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    stop(std::slice::from_mut(&mut server));
     lat.sort_by(f64::total_cmp);
     let how = format!(
         "{} POST /v1/tenants/…/transitions over 500 tenants, {errors} errors",
