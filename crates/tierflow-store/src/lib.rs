@@ -11,7 +11,8 @@
 //! - [`migrate`] — applies the queue's and tierflow's migrations under one advisory lock, then seeds.
 //! - [`tiers`] — the tier catalogue (seed, list, get).
 //! - [`tenants`] — provisioning, the tenant lock, and the effective entitlement read.
-//! - [`transitions`] — [`request_transition`], cancel, history.
+//! - [`transitions`] — [`request_transition`] (in the caller's transaction), [`submit_transition`] (in
+//!   its own), cancel, history.
 //! - [`overrides`] — create and remove temporary limit overrides.
 //! - [`actions`] — what each job does to tierflow's state, once (called by the worker).
 //! - [`jobs`] — the job payloads tierflow enqueues, and their kind names and attempt budgets.
@@ -40,7 +41,9 @@ use tierflow_domain::Clock;
 use tierflow_domain::transition::GracePeriod;
 
 pub use error::StoreError;
-pub use transitions::{TransitionOutcome, TransitionRequest, request_transition};
+pub use transitions::{
+    TransitionOutcome, TransitionRequest, request_transition, submit_transition,
+};
 
 /// What every store operation needs besides its connection.
 #[derive(Clone)]

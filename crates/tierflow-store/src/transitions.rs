@@ -84,7 +84,32 @@ pub async fn request_transition(
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = conn.begin().await?;
     let result = request_in(&mut tx, ctx, &req).await;
-    let (kind, outcome) = match &result {
+    count(&result);
+    let outcome = result?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Requests a transition in a transaction of its own, committed before it returns — for callers
+/// that have no transaction to join (the HTTP API). Same steps and guarantees as
+/// [`request_transition`], two round trips fewer: no savepoint is needed, since an error drops
+/// the whole transaction.
+pub async fn submit_transition(
+    pool: &sqlx::PgPool,
+    ctx: &Context,
+    req: TransitionRequest,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let result = request_in(&mut tx, ctx, &req).await;
+    count(&result);
+    let outcome = result?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Counts a request's outcome in `tierflow_transitions_total`.
+fn count(result: &Result<TransitionOutcome, StoreError>) {
+    let (kind, outcome) = match result {
         Ok(o) if o.replayed => (o.transition.kind.as_str(), "replayed"),
         Ok(o) => (o.transition.kind.as_str(), "accepted"),
         Err(e) if e.is_caller_error() => ("unknown", "refused"),
@@ -92,9 +117,6 @@ pub async fn request_transition(
     };
     metrics::counter!(crate::metrics::TRANSITIONS, "kind" => kind, "outcome" => outcome)
         .increment(1);
-    let outcome = result?;
-    tx.commit().await?;
-    Ok(outcome)
 }
 
 async fn request_in(
@@ -226,8 +248,7 @@ async fn write_plan(
     let tenant_id = &w.tenant.tenant_id;
     // A first assignment comes from nowhere.
     let first = plan.kind == TransitionKind::Provision;
-    let version = tenants::bump(conn, w.tenant, &plan.tier_now, plan.to_status, w.now).await?;
-    let record = TransitionRecord {
+    let mut record = TransitionRecord {
         id: plan.transition_id,
         tenant_id: tenant_id.to_string(),
         kind: plan.kind,
@@ -243,9 +264,10 @@ async fn write_plan(
         grace_ends_at: plan.grace_ends_at,
         cancelled_at: None,
         cancelled_by: None,
-        tenant_version: version,
+        tenant_version: 0, // set below, from the tenant's new version
     };
-    insert_record(conn, &record, w.idempotency_key).await?;
+    let version = insert_record(conn, &record, &plan.tier_now, w.idempotency_key).await?;
+    record.tenant_version = version;
 
     // The superseded downgrade's holds were lifted when it was cancelled.
     let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
@@ -289,16 +311,26 @@ fn audit_action(kind: TransitionKind) -> &'static str {
     }
 }
 
+/// Records the transition and the tenant's new state (`tier_now`, its status, the next version)
+/// in one statement; returns that version.
 async fn insert_record(
     conn: &mut PgConnection,
     r: &TransitionRecord,
+    tier_now: &TierId,
     idempotency_key: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tier_transitions
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "WITH bumped AS (
+            UPDATE tenant_entitlements
+               SET effective_at = CASE WHEN tier_id <> $15 OR status <> $8 THEN $11 ELSE effective_at END,
+                   tier_id = $15, status = $8, version = version + 1, updated_at = $11
+             WHERE tenant_id = $2
+            RETURNING version)
+         INSERT INTO tier_transitions
            (id, tenant_id, kind, status, from_tier_id, to_tier_id, from_status, to_status, reason,
             requested_by, requested_at, effective_at, grace_ends_at, idempotency_key, tenant_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, version FROM bumped
+         RETURNING tenant_version",
     )
     .bind(r.id.0)
     .bind(&r.tenant_id)
@@ -314,10 +346,9 @@ async fn insert_record(
     .bind(r.effective_at)
     .bind(r.grace_ends_at)
     .bind(idempotency_key)
-    .bind(r.tenant_version)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(tier_now.as_str())
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Enqueues one job per planned action and records the actions.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{Actor, Reason, TierId, TransitionId};
 use tierflow_domain::transition::{GracePeriod, Target};
 use tierflow_store::transitions::{cancel_transition, history};
-use tierflow_store::{TransitionRequest, request_transition};
+use tierflow_store::{TransitionRequest, submit_transition};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -88,9 +88,7 @@ async fn request(
         requested_by: Actor::parse(body.requested_by.unwrap_or(caller.name))?,
         idempotency_key: key,
     };
-    let mut tx = state.pool.begin().await?;
-    let out = request_transition(&mut tx, &state.ctx, req).await?;
-    tx.commit().await?;
+    let out = submit_transition(&state.pool, &state.ctx, req).await?;
     created_or_replayed(out.replayed, &out)
 }
 

@@ -11,6 +11,9 @@
 //! - **table growth** — the best no-op drain again with many finished rows kept in the table;
 //! - **scale** — the no-op drain with 1, 2 and 4 worker processes.
 //!
+//! `--only drain,growth` runs some sections (their names: enqueue, drain, pickup, schedule, rescue,
+//! growth, scale).
+//!
 //! Times come from the database (`lock_at` is the claim time, `done_at` the finish, `run_at` the
 //! due time), so process start-up is not counted in drain rates.
 
@@ -47,6 +50,21 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long, env = "TIERFLOW_BENCH_JSON")]
     pub json: bool,
+    /// Run only these sections (comma-separated); all when absent.
+    #[arg(long, env = "TIERFLOW_BENCH_ONLY", value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
+}
+
+/// A section of the benchmark (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Enqueue,
+    Drain,
+    Pickup,
+    Schedule,
+    Rescue,
+    Growth,
+    Scale,
 }
 
 /// Sizes of one run.
@@ -221,6 +239,39 @@ impl Bench {
         Ok(n as f64 / secs.max(1e-6))
     }
 
+    /// Requests `n` downgrades with a 1 s grace for new tenants named `<prefix><i>`, waits until
+    /// every grace has ended, then drains their jobs with `w` processes × `c`; returns jobs/s.
+    async fn drain_real(
+        &mut self,
+        prefix: &str,
+        n: usize,
+        w: usize,
+        c: usize,
+    ) -> anyhow::Result<f64> {
+        self.clear_jobs().await?;
+        provision(self, prefix, n).await?;
+        {
+            let mut conn = self.pool.acquire().await?;
+            for i in 0..n {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                request_transition(
+                    &mut tx,
+                    &self.ctx,
+                    request(format!("{prefix}{i}"), "starter", 1)?,
+                )
+                .await?;
+                tx.commit().await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await; // every grace has ended
+        let mut procs = self.workers(w, c)?;
+        let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
+        let res = self.wait_drained(&real, Duration::from_secs(300)).await;
+        stop(&mut procs);
+        res?;
+        self.drain_rate(&real).await
+    }
+
     /// Drains `n` no-op jobs with `w` processes × `c`; returns jobs/s.
     async fn drain_noops(&mut self, n: usize, w: usize, c: usize) -> anyhow::Result<f64> {
         self.clear_jobs().await?;
@@ -300,7 +351,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             if args.quick { "quick" } else { "full" }
         ));
         let machine = machine(&b.pool).await?;
-        run_sections(&mut b, &sizes).await?;
+        run_sections(&mut b, &sizes, &args.only).await?;
         b.pool.close().await;
         Ok::<_, anyhow::Error>((machine, b.figures))
     }
@@ -387,316 +438,327 @@ fn request(tenant: String, tier: &str, grace_secs: i64) -> anyhow::Result<Transi
     })
 }
 
-async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
+async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Result<()> {
+    let want = |section: Section| only.is_empty() || only.contains(&section);
     // ── enqueue: Rust API ──
-    b.progress("enqueue: transition requests through the Rust API");
-    provision(b, "r", 200).await?;
-    let tiers = ["starter", "enterprise", "free", "professional"];
-    let mut lat = Vec::new();
-    let t0 = Instant::now();
-    let mut conn = b.pool.acquire().await?;
-    for i in 0..s.rust_requests {
-        let req = request(format!("r{}", i % 200), tiers[(i / 200) % 4], 3600)?;
-        let t = Instant::now();
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let _ = request_transition(&mut tx, &b.ctx, req).await;
-        tx.commit().await?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    drop(conn);
-    let rate = s.rust_requests as f64 / t0.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    b.record(
-        "enqueue",
-        "Rust API, 1 client",
-        rate,
-        "req/s",
-        format!(
-            "{} requests, p50 {:.2} ms, p99 {:.2} ms",
-            s.rust_requests,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        ),
-    );
-    let t0 = Instant::now();
-    let clients = 8;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (pool, ctx, n) = (b.pool.clone(), b.ctx.clone(), s.rust_requests);
-        tasks.push(tokio::spawn(async move {
-            for i in (c..n).step_by(clients) {
-                let Ok(req) = request(
-                    format!("r{}", i % 200),
-                    ["starter", "enterprise"][i % 2],
-                    3600,
-                ) else {
-                    continue;
-                };
-                let Ok(mut tx) = pool.begin().await else {
-                    continue;
-                };
-                if request_transition(&mut tx, &ctx, req).await.is_ok() {
-                    let _ = tx.commit().await;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    b.record(
-        "enqueue",
-        "Rust API, 8 concurrent clients",
-        s.rust_requests as f64 / t0.elapsed().as_secs_f64(),
-        "req/s",
-        format!("{} requests over 200 tenants", s.rust_requests),
-    );
-
-    // ── enqueue: HTTP ──
-    b.progress("enqueue: transition requests over HTTP, 16 clients");
-    http_section(b, s).await?;
-
-    // ── enqueue: bulk ──
-    b.clear_jobs().await?;
-    let t0 = Instant::now();
-    b.enqueue_noops(s.bulk_jobs, Utc::now() + chrono::Duration::days(1))
-        .await?;
-    b.record(
-        "enqueue",
-        "bulk insert (batches of 5,000)",
-        s.bulk_jobs as f64 / t0.elapsed().as_secs_f64(),
-        "jobs/s",
-        format!("{} jobs", s.bulk_jobs),
-    );
-
-    // ── drain: no-op ──
-    let mut best: f64 = 0.0;
-    let mut best_config = (1, 16);
-    // Concurrency 16 is the default; the no-op kind is standalone (it holds no connection while
-    // it runs), so a process can run many at once and the completer writes them in bigger batches.
-    for (w, c) in [(1, 16), (2, 16), (1, 128), (2, 128)] {
-        b.progress(format!(
-            "drain: {} no-op jobs, {w} process(es) × concurrency {c}",
-            s.drain_jobs
-        ));
-        let rate = b.drain_noops(s.drain_jobs, w, c).await?;
-        if rate > best {
-            best = rate;
-            best_config = (w, c);
-        }
-        b.record(
-            "drain",
-            format!("no-op, {w} × {c}"),
-            rate,
-            "jobs/s",
-            format!("{} jobs, first claim → last done", s.drain_jobs),
-        );
-    }
-    let empty_table_rate = best;
-
-    // ── drain: real transition jobs ──
-    b.progress(format!(
-        "drain: jobs of {} downgrades (domain transactions)",
-        s.real_downgrades
-    ));
-    b.clear_jobs().await?;
-    provision(b, "d", s.real_downgrades).await?;
-    {
+    if want(Section::Enqueue) {
+        b.progress("enqueue: transition requests through the Rust API");
+        provision(b, "r", 200).await?;
+        let tiers = ["starter", "enterprise", "free", "professional"];
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
         let mut conn = b.pool.acquire().await?;
-        for i in 0..s.real_downgrades {
+        for i in 0..s.rust_requests {
+            let req = request(format!("r{}", i % 200), tiers[(i / 200) % 4], 3600)?;
+            let t = Instant::now();
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            request_transition(&mut tx, &b.ctx, request(format!("d{i}"), "starter", 1)?).await?;
+            let _ = request_transition(&mut tx, &b.ctx, req).await;
             tx.commit().await?;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await; // every grace has ended
-    let mut procs = b.workers(2, 16)?;
-    let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
-    let res = b.wait_drained(&real, Duration::from_secs(300)).await;
-    stop(&mut procs);
-    res?;
-    let rate = b.drain_rate(&real).await?;
-    b.record(
-        "drain",
-        "real transition jobs, 2 × 16",
-        rate,
-        "jobs/s",
-        format!(
-            "{} jobs (voice_disable, sla_freeze, apply_downgrade)",
-            3 * s.real_downgrades
-        ),
-    );
-
-    // ── pickup latency at 100 jobs/s ──
-    b.clear_jobs().await?;
-    let mut procs = b.workers(1, 16)?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut all = Vec::new();
-    let mut stalls = 0;
-    let mut worst_run_p99: f64 = 0.0;
-    for run in 0..s.pickup_runs {
-        b.progress(format!(
-            "pickup: run {}/{} — {} jobs at 100/s",
-            run + 1,
-            s.pickup_runs,
-            s.pickup_jobs
-        ));
-        sqlx::query("TRUNCATE apalis.jobs").execute(&b.pool).await?;
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut conn = b.pool.acquire().await?;
-        for _ in 0..s.pickup_jobs {
-            tick.tick().await;
-            enqueue(&mut conn, vec![NewJob::new(&BenchNoop {}, Utc::now())?]).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         drop(conn);
-        b.wait_drained(&["bench_noop"], Duration::from_secs(60))
+        let rate = s.rust_requests as f64 / t0.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        b.record(
+            "enqueue",
+            "Rust API, 1 client",
+            rate,
+            "req/s",
+            format!(
+                "{} requests, p50 {:.2} ms, p99 {:.2} ms",
+                s.rust_requests,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            ),
+        );
+        let t0 = Instant::now();
+        let clients = 8;
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (pool, ctx, n) = (b.pool.clone(), b.ctx.clone(), s.rust_requests);
+            tasks.push(tokio::spawn(async move {
+                for i in (c..n).step_by(clients) {
+                    let Ok(req) = request(
+                        format!("r{}", i % 200),
+                        ["starter", "enterprise"][i % 2],
+                        3600,
+                    ) else {
+                        continue;
+                    };
+                    let Ok(mut tx) = pool.begin().await else {
+                        continue;
+                    };
+                    if request_transition(&mut tx, &ctx, req).await.is_ok() {
+                        let _ = tx.commit().await;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        b.record(
+            "enqueue",
+            "Rust API, 8 concurrent clients",
+            s.rust_requests as f64 / t0.elapsed().as_secs_f64(),
+            "req/s",
+            format!("{} requests over 200 tenants", s.rust_requests),
+        );
+
+        // ── enqueue: HTTP ──
+        b.progress("enqueue: transition requests over HTTP, 16 clients");
+        http_section(b, s).await?;
+
+        // ── enqueue: bulk ──
+        b.clear_jobs().await?;
+        let t0 = Instant::now();
+        b.enqueue_noops(s.bulk_jobs, Utc::now() + chrono::Duration::days(1))
             .await?;
-        let mut ms: Vec<f64> = sqlx::query_scalar(
+        b.record(
+            "enqueue",
+            "bulk insert (batches of 5,000)",
+            s.bulk_jobs as f64 / t0.elapsed().as_secs_f64(),
+            "jobs/s",
+            format!("{} jobs", s.bulk_jobs),
+        );
+    }
+
+    // ── drain: no-op ──
+    let mut noop_best = None;
+    if want(Section::Drain) {
+        let mut best: f64 = 0.0;
+        let mut best_config = (1, 16);
+        // Concurrency 16 is the default; the no-op kind is standalone (it holds no connection while
+        // it runs), so a process can run many at once and the completer writes them in bigger batches.
+        for (w, c) in [(1, 16), (2, 16), (1, 128), (2, 128)] {
+            b.progress(format!(
+                "drain: {} no-op jobs, {w} process(es) × concurrency {c}",
+                s.drain_jobs
+            ));
+            let rate = b.drain_noops(s.drain_jobs, w, c).await?;
+            if rate > best {
+                best = rate;
+                best_config = (w, c);
+            }
+            b.record(
+                "drain",
+                format!("no-op, {w} × {c}"),
+                rate,
+                "jobs/s",
+                format!("{} jobs, first claim → last done", s.drain_jobs),
+            );
+        }
+        noop_best = Some((best, best_config));
+
+        // ── drain: real transition jobs ──
+        for (n, (w, c)) in [(1, 16), (2, 16)].into_iter().enumerate() {
+            b.progress(format!(
+                "drain: jobs of {} downgrades (domain transactions), {w} process(es) × {c}",
+                s.real_downgrades
+            ));
+            let rate = b
+                .drain_real(&format!("d{n}-"), s.real_downgrades, w, c)
+                .await?;
+            b.record(
+                "drain",
+                format!("real transition jobs, {w} × {c}"),
+                rate,
+                "jobs/s",
+                format!(
+                    "{} jobs (voice_disable, sla_freeze, apply_downgrade)",
+                    3 * s.real_downgrades
+                ),
+            );
+        }
+    }
+
+    // ── pickup latency at 100 jobs/s ──
+    if want(Section::Pickup) {
+        b.clear_jobs().await?;
+        let mut procs = b.workers(1, 16)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut all = Vec::new();
+        let mut stalls = 0;
+        let mut worst_run_p99: f64 = 0.0;
+        for run in 0..s.pickup_runs {
+            b.progress(format!(
+                "pickup: run {}/{} — {} jobs at 100/s",
+                run + 1,
+                s.pickup_runs,
+                s.pickup_jobs
+            ));
+            sqlx::query("TRUNCATE apalis.jobs").execute(&b.pool).await?;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut conn = b.pool.acquire().await?;
+            for _ in 0..s.pickup_jobs {
+                tick.tick().await;
+                enqueue(&mut conn, vec![NewJob::new(&BenchNoop {}, Utc::now())?]).await?;
+            }
+            drop(conn);
+            b.wait_drained(&["bench_noop"], Duration::from_secs(60))
+                .await?;
+            let mut ms: Vec<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
         )
         .fetch_all(&b.pool)
         .await?;
-        ms.sort_by(f64::total_cmp);
-        stalls += ms.iter().filter(|m| **m > 100.0).count();
-        worst_run_p99 = worst_run_p99.max(percentile(&ms, 0.99));
-        all.extend(ms);
+            ms.sort_by(f64::total_cmp);
+            stalls += ms.iter().filter(|m| **m > 100.0).count();
+            worst_run_p99 = worst_run_p99.max(percentile(&ms, 0.99));
+            all.extend(ms);
+        }
+        stop(&mut procs);
+        all.sort_by(f64::total_cmp);
+        let how = format!(
+            "{} runs × {} jobs, enqueued one by one at 100/s; claim − due",
+            s.pickup_runs, s.pickup_jobs
+        );
+        b.record("pickup", "p50", percentile(&all, 0.5), "ms", how.clone());
+        b.record("pickup", "p95", percentile(&all, 0.95), "ms", how.clone());
+        b.record("pickup", "p99", percentile(&all, 0.99), "ms", how.clone());
+        b.record(
+            "pickup",
+            "max",
+            all.last().copied().unwrap_or(f64::NAN),
+            "ms",
+            how.clone(),
+        );
+        b.record(
+            "pickup",
+            "worst run's p99",
+            worst_run_p99,
+            "ms",
+            how.clone(),
+        );
+        b.record("pickup", "stalls over 100 ms", stalls as f64, "jobs", how);
     }
-    stop(&mut procs);
-    all.sort_by(f64::total_cmp);
-    let how = format!(
-        "{} runs × {} jobs, enqueued one by one at 100/s; claim − due",
-        s.pickup_runs, s.pickup_jobs
-    );
-    b.record("pickup", "p50", percentile(&all, 0.5), "ms", how.clone());
-    b.record("pickup", "p95", percentile(&all, 0.95), "ms", how.clone());
-    b.record("pickup", "p99", percentile(&all, 0.99), "ms", how.clone());
-    b.record(
-        "pickup",
-        "max",
-        all.last().copied().unwrap_or(f64::NAN),
-        "ms",
-        how.clone(),
-    );
-    b.record(
-        "pickup",
-        "worst run's p99",
-        worst_run_p99,
-        "ms",
-        how.clone(),
-    );
-    b.record("pickup", "stalls over 100 ms", stalls as f64, "jobs", how);
 
     // ── schedule precision ──
-    b.progress(format!(
-        "schedule: {} jobs due 0.5–3 s ahead",
-        s.schedule_jobs
-    ));
-    b.clear_jobs().await?;
-    let mut procs = b.workers(1, 16)?;
-    {
-        let mut conn = b.pool.acquire().await?;
-        let jobs = (0..s.schedule_jobs)
-            .map(|i| {
-                NewJob::new(
-                    &BenchNoop {},
-                    Utc::now()
-                        + chrono::Duration::milliseconds(
-                            500 + (i as i64 * 2500) / s.schedule_jobs as i64,
-                        ),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        enqueue(&mut conn, jobs).await?;
-    }
-    let res = b
-        .wait_drained(&["bench_noop"], Duration::from_secs(60))
-        .await;
-    stop(&mut procs);
-    res?;
-    let mut ms: Vec<f64> = sqlx::query_scalar(
+    if want(Section::Schedule) {
+        b.progress(format!(
+            "schedule: {} jobs due 0.5–3 s ahead",
+            s.schedule_jobs
+        ));
+        b.clear_jobs().await?;
+        let mut procs = b.workers(1, 16)?;
+        {
+            let mut conn = b.pool.acquire().await?;
+            let jobs = (0..s.schedule_jobs)
+                .map(|i| {
+                    NewJob::new(
+                        &BenchNoop {},
+                        Utc::now()
+                            + chrono::Duration::milliseconds(
+                                500 + (i as i64 * 2500) / s.schedule_jobs as i64,
+                            ),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            enqueue(&mut conn, jobs).await?;
+        }
+        let res = b
+            .wait_drained(&["bench_noop"], Duration::from_secs(60))
+            .await;
+        stop(&mut procs);
+        res?;
+        let mut ms: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
     )
     .fetch_all(&b.pool)
     .await?;
-    ms.sort_by(f64::total_cmp);
-    let how = format!(
-        "{} jobs due 0.5–3 s after enqueue; claim − due",
-        s.schedule_jobs
-    );
-    b.record("schedule", "p50", percentile(&ms, 0.5), "ms", how.clone());
-    b.record("schedule", "p99", percentile(&ms, 0.99), "ms", how.clone());
-    b.record(
-        "schedule",
-        "max",
-        ms.last().copied().unwrap_or(f64::NAN),
-        "ms",
-        how,
-    );
+        ms.sort_by(f64::total_cmp);
+        let how = format!(
+            "{} jobs due 0.5–3 s after enqueue; claim − due",
+            s.schedule_jobs
+        );
+        b.record("schedule", "p50", percentile(&ms, 0.5), "ms", how.clone());
+        b.record("schedule", "p99", percentile(&ms, 0.99), "ms", how.clone());
+        b.record(
+            "schedule",
+            "max",
+            ms.last().copied().unwrap_or(f64::NAN),
+            "ms",
+            how,
+        );
+    }
 
     // ── rescue after kill -9 ──
-    let mut rescues = Vec::new();
-    for trial in 0..s.rescue_trials {
-        b.progress(format!(
-            "rescue: trial {}/{} — kill -9 a worker holding 4 jobs",
-            trial + 1,
-            s.rescue_trials
-        ));
-        b.clear_jobs().await?;
-        let mut victim = b.workers(1, 4)?;
-        {
-            let mut conn = b.pool.acquire().await?;
-            let jobs = (0..4)
-                .map(|_| NewJob::new(&BenchSleep { ms: 60_000 }, Utc::now()))
-                .collect::<Result<Vec<_>, _>>()?;
-            enqueue(&mut conn, jobs).await?;
+    if want(Section::Rescue) {
+        let mut rescues = Vec::new();
+        for trial in 0..s.rescue_trials {
+            b.progress(format!(
+                "rescue: trial {}/{} — kill -9 a worker holding 4 jobs",
+                trial + 1,
+                s.rescue_trials
+            ));
+            b.clear_jobs().await?;
+            let mut victim = b.workers(1, 4)?;
+            {
+                let mut conn = b.pool.acquire().await?;
+                let jobs = (0..4)
+                    .map(|_| NewJob::new(&BenchSleep { ms: 60_000 }, Utc::now()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                enqueue(&mut conn, jobs).await?;
+            }
+            wait_for(
+                &b.pool,
+                "SELECT count(*) FROM apalis.jobs WHERE status = 'Running'",
+                4,
+                Duration::from_secs(30),
+            )
+            .await?;
+            let mut rescuer = b.workers(1, 4)?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let killed = Instant::now();
+            let _ = victim[0].kill();
+            let _ = victim[0].wait();
+            wait_for(
+                &b.pool,
+                "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND attempts = 2",
+                4,
+                Duration::from_secs(60),
+            )
+            .await?;
+            rescues.push(killed.elapsed().as_secs_f64());
+            for p in rescuer.iter_mut() {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
         }
-        wait_for(
-            &b.pool,
-            "SELECT count(*) FROM apalis.jobs WHERE status = 'Running'",
-            4,
-            Duration::from_secs(30),
-        )
-        .await?;
-        let mut rescuer = b.workers(1, 4)?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let killed = Instant::now();
-        let _ = victim[0].kill();
-        let _ = victim[0].wait();
-        wait_for(
-            &b.pool,
-            "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND attempts = 2",
-            4,
-            Duration::from_secs(60),
-        )
-        .await?;
-        rescues.push(killed.elapsed().as_secs_f64());
-        for p in rescuer.iter_mut() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        rescues.sort_by(f64::total_cmp);
+        b.record(
+            "rescue",
+            "kill -9 → running elsewhere (max)",
+            rescues.last().copied().unwrap_or(f64::NAN),
+            "s",
+            format!(
+                "{} trial(s), 4 jobs held, default rescue_after 6 s, rescuer every 1 s",
+                s.rescue_trials
+            ),
+        );
     }
-    rescues.sort_by(f64::total_cmp);
-    b.record(
-        "rescue",
-        "kill -9 → running elsewhere (max)",
-        rescues.last().copied().unwrap_or(f64::NAN),
-        "s",
-        format!(
-            "{} trial(s), 4 jobs held, default rescue_after 6 s, rescuer every 1 s",
-            s.rescue_trials
-        ),
-    );
 
     // ── table growth ──
-    b.progress(format!(
-        "table growth: inserting {} finished rows",
-        s.finished_rows
-    ));
-    b.clear_jobs().await?;
-    sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
-        .execute(&b.pool)
-        .await?;
-    sqlx::query(
+    if want(Section::Growth) {
+        let (empty_table_rate, (w, c)) = match noop_best {
+            Some(best) => best,
+            None => {
+                b.progress(format!(
+                    "table growth: baseline, {} no-op jobs on an empty table",
+                    s.drain_jobs
+                ));
+                (b.drain_noops(s.drain_jobs, 2, 128).await?, (2, 128))
+            }
+        };
+        b.progress(format!(
+            "table growth: inserting {} finished rows",
+            s.finished_rows
+        ));
+        b.clear_jobs().await?;
+        sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
+            .execute(&b.pool)
+            .await?;
+        sqlx::query(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, run_at, lock_at, done_at)
          SELECT 'old' || lpad(g::text, 23, '0'), 'bench_old', '\\x7b7d'::bytea, 'Done', 1, now() - interval '1 day',
                 now() - interval '1 day', now() - interval '1 day'
@@ -705,56 +767,58 @@ async fn run_sections(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     .bind(s.finished_rows as i64)
     .execute(&b.pool)
     .await?;
-    sqlx::query("ALTER TABLE apalis.jobs ENABLE TRIGGER notify_workers")
-        .execute(&b.pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE apalis.jobs")
-        .execute(&b.pool)
-        .await?;
-    // The bulk load's dirty pages are written now, not by a checkpoint during the drain: the
-    // figure is about a big table, not about a big load a moment ago.
-    sqlx::query("CHECKPOINT").execute(&b.pool).await?;
-    b.progress(format!(
-        "table growth: drain {} no-op jobs beside them",
-        s.drain_jobs
-    ));
-    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'bench_noop'")
-        .execute(&b.pool)
-        .await?;
-    b.enqueue_noops(s.drain_jobs, Utc::now()).await?;
-    let (w, c) = best_config;
-    let mut procs = b.workers(w, c)?;
-    let res = b
-        .wait_drained(&["bench_noop"], Duration::from_secs(300))
-        .await;
-    stop(&mut procs);
-    res?;
-    let grown = b.drain_rate(&["bench_noop"]).await?;
-    b.record(
-        "table growth",
-        format!("no-op drain, {} finished rows kept", s.finished_rows),
-        grown,
-        "jobs/s",
-        format!(
-            "{w} × {c}; {:.0} % of the empty-table figure ({empty_table_rate:.0} jobs/s)",
-            grown / empty_table_rate * 100.0
-        ),
-    );
+        sqlx::query("ALTER TABLE apalis.jobs ENABLE TRIGGER notify_workers")
+            .execute(&b.pool)
+            .await?;
+        sqlx::query("VACUUM ANALYZE apalis.jobs")
+            .execute(&b.pool)
+            .await?;
+        // The bulk load's dirty pages are written now, not by a checkpoint during the drain: the
+        // figure is about a big table, not about a big load a moment ago.
+        sqlx::query("CHECKPOINT").execute(&b.pool).await?;
+        b.progress(format!(
+            "table growth: drain {} no-op jobs beside them",
+            s.drain_jobs
+        ));
+        sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'bench_noop'")
+            .execute(&b.pool)
+            .await?;
+        b.enqueue_noops(s.drain_jobs, Utc::now()).await?;
+        let mut procs = b.workers(w, c)?;
+        let res = b
+            .wait_drained(&["bench_noop"], Duration::from_secs(300))
+            .await;
+        stop(&mut procs);
+        res?;
+        let grown = b.drain_rate(&["bench_noop"]).await?;
+        b.record(
+            "table growth",
+            format!("no-op drain, {} finished rows kept", s.finished_rows),
+            grown,
+            "jobs/s",
+            format!(
+                "{w} × {c}; {:.0} % of the empty-table figure ({empty_table_rate:.0} jobs/s)",
+                grown / empty_table_rate * 100.0
+            ),
+        );
+    }
 
     // ── scale ──
-    for (w, c) in [(1, 64), (2, 64), (4, 64)] {
-        b.progress(format!(
-            "scale: {} no-op jobs with {w} process(es) × {c}",
-            s.scale_jobs
-        ));
-        let rate = b.drain_noops(s.scale_jobs, w, c).await?;
-        b.record(
-            "scale",
-            format!("{w} process(es) × {c}"),
-            rate,
-            "jobs/s",
-            format!("{} jobs", s.scale_jobs),
-        );
+    if want(Section::Scale) {
+        for (w, c) in [(1, 64), (2, 64), (4, 64)] {
+            b.progress(format!(
+                "scale: {} no-op jobs with {w} process(es) × {c}",
+                s.scale_jobs
+            ));
+            let rate = b.drain_noops(s.scale_jobs, w, c).await?;
+            b.record(
+                "scale",
+                format!("{w} process(es) × {c}"),
+                rate,
+                "jobs/s",
+                format!("{} jobs", s.scale_jobs),
+            );
+        }
     }
     Ok(())
 }
