@@ -43,6 +43,11 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due jobs of `kind` for `worker_id`, oldest due first.
+///
+/// The claim commits asynchronously (no wait for its WAL flush): a claim lost in a PostgreSQL
+/// crash leaves the job `Pending`, so it is simply claimed again, and the worker that thought it
+/// held it finds its lease gone at the fence. Without this, every claim — often of a single job,
+/// as slots free one by one — waited for a disk flush.
 pub async fn claim(
     pool: &PgPool,
     kind: &'static str,
@@ -68,6 +73,7 @@ pub async fn claim(
          UPDATE apalis.jobs j
             SET status = 'Running', lock_by = $2, lock_at = now(), attempts = j.attempts + 1
            FROM next WHERE j.id = next.id
+            AND set_config('synchronous_commit', 'off', true) IS NOT NULL
          RETURNING j.id, j.job, j.attempts, j.max_attempts, j.run_at, j.lock_at AS claimed_at",
     )
     .bind(kind)

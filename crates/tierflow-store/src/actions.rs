@@ -20,7 +20,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tierflow_domain::ids::{OverrideId, TenantId, TierId, TransitionId};
-use tierflow_domain::restriction::RestrictionSource;
 use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_apply_downgrade};
 
 use crate::audit::{self, AuditEvent};
@@ -102,13 +101,14 @@ pub async fn run_transition_action(
         return Ok(no_op(format!("{action} already {}", due.action_status)));
     }
     let audit_details;
-    let version = match action {
+    // For an applied downgrade: the tier it moves to and the holds it lifts.
+    let mut apply = None;
+    match action {
         Action::VoiceDisable | Action::SlaFreeze => {
             if status != TransitionStatus::Pending {
                 return Ok(no_op(format!("transition {transition_id} is {status}")));
             }
             audit_details = serde_json::json!({ "transition_id": transition_id });
-            tenant.version
         }
         Action::ApplyDowngrade => {
             let to_tier = TierId::parse(to_tier).map_err(corrupt("transition tier"))?;
@@ -128,11 +128,11 @@ pub async fn run_transition_action(
                         "to_tier": to_tier, "grace_ended_at": ends,
                         "lateness_seconds": (now - ends).num_milliseconds() as f64 / 1000.0,
                     });
-                    apply_downgrade(tx, &tenant, transition_id, &to_tier, &lift, now).await?
+                    apply = Some((to_tier, lift));
                 }
             }
         }
-    };
+    }
     let actor = format!("job:{action}");
     let audit_action = match action {
         Action::VoiceDisable => "action.voice_disable",
@@ -140,13 +140,28 @@ pub async fn run_transition_action(
         Action::ApplyDowngrade => "action.apply_downgrade",
     };
     let subject_id = transition_id.to_string();
-    // The action's row and its audit row in one statement.
-    sqlx::query(
-        "WITH done AS (
+    // Every write of the action in one statement: the action row and its audit row, and for an
+    // applied downgrade ($9) the transition made effective, its holds lifted and the tenant moved
+    // to the new tier (the next version, returned).
+    let bumped: Option<i64> = sqlx::query_scalar(
+        "WITH effective AS (
+            UPDATE tier_transitions SET status = 'effective', effective_at = $3
+             WHERE id = $1 AND $9),
+         lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $10 AND $9),
+         bumped AS (
+            UPDATE tenant_entitlements
+               SET effective_at = CASE WHEN tier_id <> $11 THEN $3 ELSE effective_at END,
+                   tier_id = $11, version = version + 1, updated_at = $3
+             WHERE tenant_id = $4 AND $9
+            RETURNING version),
+         done AS (
             UPDATE transition_actions SET status = 'done', executed_at = $3
-             WHERE transition_id = $1 AND action = $2)
-         INSERT INTO audit_events (tenant_id, occurred_at, actor, action, subject_type, subject_id, details)
-         VALUES ($4, $3, $5, $6, 'transition', $7, $8)",
+             WHERE transition_id = $1 AND action = $2),
+         audited AS (
+            INSERT INTO audit_events (tenant_id, occurred_at, actor, action, subject_type, subject_id, details)
+            VALUES ($4, $3, $5, $6, 'transition', $7, $8))
+         SELECT version FROM bumped",
     )
     .bind(transition_id.0)
     .bind(action.as_str())
@@ -156,8 +171,12 @@ pub async fn run_transition_action(
     .bind(audit_action)
     .bind(&subject_id)
     .bind(audit_details)
-    .execute(&mut *tx)
+    .bind(apply.is_some())
+    .bind(apply.as_ref().map(|(_, lift)| lift.key()))
+    .bind(apply.as_ref().map(|(to_tier, _)| to_tier.as_str()))
+    .fetch_optional(&mut *tx)
     .await?;
+    let version = bumped.unwrap_or(tenant.version);
     // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
     events::announce_change(
         tx,
@@ -173,37 +192,6 @@ pub async fn run_transition_action(
     Ok(ActionOutcome::Applied {
         tenant_version: version,
     })
-}
-
-/// Applies a downgrade whose grace has ended, in one statement: the transition becomes
-/// effective, its holds are lifted and the tenant moves to the new tier (the next version, which
-/// it returns).
-async fn apply_downgrade(
-    tx: &mut PgConnection,
-    tenant: &tenants::LockedTenant,
-    transition_id: TransitionId,
-    to_tier: &TierId,
-    lift: &RestrictionSource,
-    now: DateTime<Utc>,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "WITH effective AS (
-            UPDATE tier_transitions SET status = 'effective', effective_at = $4 WHERE id = $2),
-         lifted AS (
-            DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = $5)
-         UPDATE tenant_entitlements
-            SET effective_at = CASE WHEN tier_id <> $3 THEN $4 ELSE effective_at END,
-                tier_id = $3, version = version + 1, updated_at = $4
-          WHERE tenant_id = $1
-         RETURNING version",
-    )
-    .bind(tenant.tenant_id.as_str())
-    .bind(transition_id.0)
-    .bind(to_tier.as_str())
-    .bind(now)
-    .bind(lift.key())
-    .fetch_one(tx)
-    .await?)
 }
 
 /// Runs `expire_override`, in the caller's transaction.
