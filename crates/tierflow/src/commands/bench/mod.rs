@@ -755,9 +755,6 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             s.finished_rows
         ));
         b.clear_jobs().await?;
-        sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
-            .execute(&b.pool)
-            .await?;
         sqlx::query(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, run_at, lock_at, done_at)
          SELECT 'old' || lpad(g::text, 23, '0'), 'bench_old', '\\x7b7d'::bytea, 'Done', 1, now() - interval '1 day',
@@ -767,9 +764,6 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
     .bind(s.finished_rows as i64)
     .execute(&b.pool)
     .await?;
-        sqlx::query("ALTER TABLE apalis.jobs ENABLE TRIGGER notify_workers")
-            .execute(&b.pool)
-            .await?;
         sqlx::query("VACUUM ANALYZE apalis.jobs")
             .execute(&b.pool)
             .await?;
