@@ -29,7 +29,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod migrate;
 pub mod overrides;
-mod restrictions;
 pub mod rows;
 pub mod tenants;
 pub mod tiers;

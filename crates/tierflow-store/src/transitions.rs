@@ -27,10 +27,10 @@ use tierflow_domain::transition::{
 use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
 use uuid::Uuid;
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
 use crate::rows::{TransitionRecord, TransitionRow, convert, transition_columns};
-use crate::{Context, StoreError, events, idempotency, restrictions, tenants, tiers};
+use crate::{Context, StoreError, events, idempotency, tenants, tiers};
 
 /// A request to change a tenant's tier or status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,15 +271,13 @@ async fn write_plan(
 
     // The superseded downgrade's holds were lifted when it was cancelled.
     let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
-    let lift: Vec<_> = plan
+    let lift: Vec<String> = plan
         .lift
         .iter()
         .filter(|s| Some(*s) != superseded.as_ref())
-        .cloned()
+        .map(RestrictionSource::key)
         .collect();
-    restrictions::lift(conn, tenant_id, &lift).await?;
-    restrictions::hold(conn, tenant_id, &plan.hold, plan.transition_id, w.now).await?;
-    let jobs = schedule_actions(conn, tenant_id, plan.transition_id, &plan.actions).await?;
+    let jobs = enqueue_actions(conn, tenant_id, plan.transition_id, &plan.actions).await?;
 
     let details = serde_json::json!({
         "from_tier": plan.from_tier, "to_tier": plan.to_tier,
@@ -290,11 +288,50 @@ async fn write_plan(
         "jobs": jobs.iter().map(|j| serde_json::json!({"kind": j.kind, "job_id": j.job_id, "due_at": j.due_at})).collect::<Vec<_>>(),
         "tenant_version": version,
     });
-    let action = audit_action(plan.kind);
-    audit::record(
-        conn,
-        w.audit(action, plan.transition_id.to_string(), details),
+    let audit = w.audit(
+        audit_action(plan.kind),
+        plan.transition_id.to_string(),
+        details,
+    );
+    // The rest of the plan in one statement: holds lifted and taken, the actions recorded with
+    // their jobs, the audit row. (The lifted and the held sources never overlap: a plan lifts
+    // other sources than the one its own holds are taken under.)
+    let hold_sources: Vec<String> = plan.hold.iter().map(|h| h.source.key()).collect();
+    let hold_flags: Vec<&str> = plan.hold.iter().map(|h| h.restriction.as_str()).collect();
+    let action_names: Vec<&str> = plan.actions.iter().map(|a| a.action.as_str()).collect();
+    let action_due: Vec<DateTime<Utc>> = plan.actions.iter().map(|a| a.due_at).collect();
+    let action_jobs: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    sqlx::query(
+        "WITH lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = ANY($2::text[])),
+         held AS (
+            INSERT INTO tenant_restrictions (tenant_id, source, restriction, transition_id, created_at)
+            SELECT $1, s, r, $3, $4 FROM unnest($5::text[], $6::text[]) AS t(s, r)
+            ON CONFLICT DO NOTHING),
+         acted AS (
+            INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
+            SELECT $3, a, $1, d, j FROM unnest($7::text[], $8::timestamptz[], $9::text[]) AS t(a, d, j))
+         INSERT INTO audit_events
+           (tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details)
+         VALUES ($1, $4, $10, $11, $12, $13, $14, $15, $16)",
     )
+    .bind(tenant_id.as_str())
+    .bind(&lift)
+    .bind(plan.transition_id.0)
+    .bind(w.now)
+    .bind(&hold_sources)
+    .bind(&hold_flags)
+    .bind(&action_names)
+    .bind(&action_due)
+    .bind(&action_jobs)
+    .bind(audit.actor)
+    .bind(audit.action)
+    .bind(audit.subject_type)
+    .bind(&audit.subject_id)
+    .bind(audit.reason)
+    .bind(audit.idempotency_key)
+    .bind(&audit.details)
+    .execute(&mut *conn)
     .await?;
     Ok((record, jobs))
 }
@@ -351,8 +388,8 @@ async fn insert_record(
     .await?)
 }
 
-/// Enqueues one job per planned action and records the actions.
-async fn schedule_actions(
+/// Enqueues one job per planned action (the actions rows are written by the caller).
+async fn enqueue_actions(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     transition_id: TransitionId,
@@ -410,20 +447,6 @@ async fn schedule_actions(
             "jobs for transition {transition_id} already existed in the queue"
         )));
     }
-    let names: Vec<&str> = actions.iter().map(|a| a.action.as_str()).collect();
-    let due: Vec<DateTime<Utc>> = actions.iter().map(|a| a.due_at).collect();
-    let ids: Vec<&str> = scheduled.iter().map(|j| j.job_id.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
-         SELECT $1, a, $2, d, j FROM unnest($3::text[], $4::timestamptz[], $5::text[]) AS t(a, d, j)",
-    )
-    .bind(transition_id.0)
-    .bind(tenant_id.as_str())
-    .bind(&names)
-    .bind(&due)
-    .bind(&ids)
-    .execute(conn)
-    .await?;
     Ok(scheduled)
 }
 
@@ -434,23 +457,6 @@ async fn cancel_pending(
     id: TransitionId,
     by: Option<TransitionId>,
 ) -> Result<Superseded, StoreError> {
-    // The transition, its holds and its scheduled actions in one statement.
-    sqlx::query(
-        "WITH cancelled AS (
-            UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
-             WHERE id = $1 AND status = 'pending'),
-         lifted AS (
-            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $5)
-         UPDATE transition_actions SET status = 'cancelled'
-          WHERE transition_id = $1 AND status = 'scheduled'",
-    )
-    .bind(id.0)
-    .bind(w.now)
-    .bind(by.map(|b| b.0))
-    .bind(w.tenant.tenant_id.as_str())
-    .bind(RestrictionSource::PendingDowngrade(id).key())
-    .execute(&mut *conn)
-    .await?;
     let why = match by {
         Some(by) => format!("cancelled: transition {id} superseded by {by}"),
         None => format!("cancelled: transition {id} cancelled"),
@@ -458,10 +464,34 @@ async fn cancel_pending(
     let cancelled = cancel_by_keys(conn, &jobs::transition_job_keys(id), &why).await?;
     let cancelled_jobs: Vec<String> = cancelled.into_iter().map(|j| j.id).collect();
     let details = serde_json::json!({ "cancelled_by": by, "cancelled_jobs": cancelled_jobs });
-    audit::record(
-        conn,
-        w.audit("transition.cancelled", id.to_string(), details),
+    let audit = w.audit("transition.cancelled", id.to_string(), details);
+    // The transition, its holds, its scheduled actions and the audit row in one statement.
+    sqlx::query(
+        "WITH cancelled AS (
+            UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
+             WHERE id = $1 AND status = 'pending'),
+         lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $5),
+         actions AS (
+            UPDATE transition_actions SET status = 'cancelled'
+             WHERE transition_id = $1 AND status = 'scheduled')
+         INSERT INTO audit_events
+           (tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details)
+         VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12)",
     )
+    .bind(id.0)
+    .bind(w.now)
+    .bind(by.map(|b| b.0))
+    .bind(w.tenant.tenant_id.as_str())
+    .bind(RestrictionSource::PendingDowngrade(id).key())
+    .bind(audit.actor)
+    .bind(audit.action)
+    .bind(audit.subject_type)
+    .bind(&audit.subject_id)
+    .bind(audit.reason)
+    .bind(audit.idempotency_key)
+    .bind(&audit.details)
+    .execute(&mut *conn)
     .await?;
     Ok(Superseded {
         transition_id: id,
