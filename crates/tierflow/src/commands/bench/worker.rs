@@ -25,8 +25,15 @@ pub struct BenchWorkerArgs {
     pub rescue_after_secs: u64,
 }
 
+/// Connections of a bench worker, which bound its concurrent job transactions (jobs beyond it
+/// wait for a connection, holding their lease). On the 2-core machine of docs/performance.md, real
+/// transition jobs drained fastest with 6–8 (4: 2.0–2.5k jobs/s; 8: 2.4–2.8k; 12: 1.9–2.0k; one
+/// per job slot, 22: 1.5–2.4k; 52: 0.5–1.5k): more transactions than the database has cores to
+/// run them only add lock waits and task switches. Standalone kinds hold no connection.
+const POOL_SIZE: u32 = 8;
+
 pub async fn run(args: BenchWorkerArgs) -> anyhow::Result<()> {
-    let size = args.db.db_pool_size.unwrap_or(args.concurrency as u32 + 6);
+    let size = args.db.db_pool_size.unwrap_or(POOL_SIZE);
     let db = database::open(&args.db, size, false).await?;
     let events = crate::cli::EventArgs {
         webhook_urls: vec![],
