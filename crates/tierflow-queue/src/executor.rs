@@ -193,7 +193,7 @@ impl<S: Send + Sync + 'static> Executor<S> {
         let run = if self.runner.standalone() {
             self.run_standalone(&lease, &payload).await
         } else {
-            self.run_handler(&lease, &payload).await
+            self.run_transactional(&lease, &payload).await
         };
         let outcome = match run {
             Ok(result) => result,
@@ -217,7 +217,7 @@ impl<S: Send + Sync + 'static> Executor<S> {
     /// Begins the job's transaction, fences the lease (which marks the job done), calls the
     /// handler under a timeout and a panic guard, and on success commits the effect with the
     /// completion.
-    async fn run_handler(
+    async fn run_transactional(
         &self,
         lease: &Lease,
         payload: &[u8],

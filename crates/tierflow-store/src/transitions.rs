@@ -82,12 +82,8 @@ pub async fn request_transition(
     ctx: &Context,
     req: TransitionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
-    let mut tx = conn.begin().await?;
-    let result = request_in(&mut tx, ctx, &req).await;
-    count(&result);
-    let outcome = result?;
-    tx.commit().await?;
-    Ok(outcome)
+    // A savepoint: an error rolls back this request and leaves the caller's transaction usable.
+    commit_request(conn.begin().await?, ctx, &req).await
 }
 
 /// Requests a transition in a transaction of its own, committed before it returns — for callers
@@ -99,8 +95,17 @@ pub async fn submit_transition(
     ctx: &Context,
     req: TransitionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
-    let result = request_in(&mut tx, ctx, &req).await;
+    commit_request(pool.begin().await?, ctx, &req).await
+}
+
+/// Runs the request in `tx` (a transaction or a savepoint), counts its outcome, and commits it
+/// if it succeeded.
+async fn commit_request(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    ctx: &Context,
+    req: &TransitionRequest,
+) -> Result<TransitionOutcome, StoreError> {
+    let result = request_in(&mut tx, ctx, req).await;
     count(&result);
     let outcome = result?;
     tx.commit().await?;
