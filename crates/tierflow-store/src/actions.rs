@@ -22,7 +22,7 @@ use sqlx::PgConnection;
 use tierflow_domain::ids::{OverrideId, TenantId, TierId, TransitionId};
 use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_apply_downgrade};
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, audit_columns};
 use crate::error::corrupt;
 use crate::{Context, StoreError, events, tenants};
 
@@ -139,44 +139,56 @@ pub async fn run_transition_action(
         Action::SlaFreeze => "action.sla_freeze",
         Action::ApplyDowngrade => "action.apply_downgrade",
     };
-    let subject_id = transition_id.to_string();
+    let audit = AuditEvent {
+        tenant_id: tenant_id.as_str(),
+        occurred_at: now,
+        actor: &actor,
+        action: audit_action,
+        subject_type: "transition",
+        subject_id: transition_id.to_string(),
+        reason: None,
+        idempotency_key: None,
+        details: audit_details,
+    };
     // Every write of the action in one statement: the action row and its audit row, and for an
-    // applied downgrade ($9) the transition made effective, its holds lifted and the tenant moved
-    // to the new tier (the next version, returned).
-    let bumped: Option<i64> = sqlx::query_scalar(
+    // applied downgrade ($12) the transition made effective, its holds lifted and the tenant
+    // moved to the new tier (the next version, returned).
+    let q = sqlx::query(concat!(
         "WITH effective AS (
             UPDATE tier_transitions SET status = 'effective', effective_at = $3
-             WHERE id = $1 AND $9),
+             WHERE id = $1 AND $12),
          lifted AS (
-            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $10 AND $9),
+            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $13 AND $12),
          bumped AS (
             UPDATE tenant_entitlements
-               SET effective_at = CASE WHEN tier_id <> $11 THEN $3 ELSE effective_at END,
-                   tier_id = $11, version = version + 1, updated_at = $3
-             WHERE tenant_id = $4 AND $9
+               SET effective_at = CASE WHEN tier_id <> $14 THEN $3 ELSE effective_at END,
+                   tier_id = $14, version = version + 1, updated_at = $3
+             WHERE tenant_id = $4 AND $12
             RETURNING version),
          done AS (
             UPDATE transition_actions SET status = 'done', executed_at = $3
              WHERE transition_id = $1 AND action = $2),
          audited AS (
-            INSERT INTO audit_events (tenant_id, occurred_at, actor, action, subject_type, subject_id, details)
-            VALUES ($4, $3, $5, $6, 'transition', $7, $8))
-         SELECT version FROM bumped",
-    )
+            INSERT INTO audit_events (",
+        audit_columns!(),
+        ") VALUES ($4, $3, $5, $6, $7, $8, $9, $10, $11))
+         SELECT version FROM bumped"
+    ))
     .bind(transition_id.0)
     .bind(action.as_str())
     .bind(now)
-    .bind(tenant_id.as_str())
-    .bind(&actor)
-    .bind(audit_action)
-    .bind(&subject_id)
-    .bind(audit_details)
-    .bind(apply.is_some())
-    .bind(apply.as_ref().map(|(_, lift)| lift.key()))
-    .bind(apply.as_ref().map(|(to_tier, _)| to_tier.as_str()))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let version = bumped.unwrap_or(tenant.version);
+    .bind(tenant_id.as_str());
+    let bumped = audit
+        .bind_own(q)
+        .bind(apply.is_some())
+        .bind(apply.as_ref().map(|(_, lift)| lift.key()))
+        .bind(apply.as_ref().map(|(to_tier, _)| to_tier.as_str()))
+        .fetch_optional(&mut *tx)
+        .await?;
+    let version = match bumped {
+        Some(row) => sqlx::Row::try_get::<i64, _>(&row, 0)?,
+        None => tenant.version,
+    };
     // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
     events::announce_change(
         tx,
@@ -185,7 +197,7 @@ pub async fn run_transition_action(
         version,
         audit_action,
         "transition",
-        &subject_id,
+        &audit.subject_id,
         now,
     )
     .await?;

@@ -3,8 +3,20 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::query::Query;
 
 use crate::StoreError;
+
+/// The columns of an audit row, for the statements that write one beside other rows (`concat!`
+/// needs a literal). Their order is the order of [`AuditEvent::bind_own`] after the tenant and
+/// the time.
+macro_rules! audit_columns {
+    () => {
+        "tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details"
+    };
+}
+pub(crate) use audit_columns;
 
 /// One audit row to write.
 #[derive(Debug, Clone)]
@@ -37,24 +49,34 @@ pub struct AuditRow {
     pub details: serde_json::Value,
 }
 
+impl<'a> AuditEvent<'a> {
+    /// Binds the row's own fields — actor, action, subject type, subject id, reason, idempotency
+    /// key, details — to the next seven parameters of `q`. The tenant and the time come before
+    /// them: a statement that writes other rows too binds those once for all of its writes.
+    pub(crate) fn bind_own<'q>(
+        &'q self,
+        q: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        q.bind(self.actor)
+            .bind(self.action)
+            .bind(self.subject_type)
+            .bind(&self.subject_id)
+            .bind(self.reason)
+            .bind(self.idempotency_key)
+            .bind(&self.details)
+    }
+}
+
 /// Writes one audit row.
 pub async fn record(conn: &mut PgConnection, e: AuditEvent<'_>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events
-           (tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
+    let q = sqlx::query(concat!(
+        "INSERT INTO audit_events (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
     .bind(e.tenant_id)
-    .bind(e.occurred_at)
-    .bind(e.actor)
-    .bind(e.action)
-    .bind(e.subject_type)
-    .bind(e.subject_id)
-    .bind(e.reason)
-    .bind(e.idempotency_key)
-    .bind(e.details)
-    .execute(conn)
-    .await?;
+    .bind(e.occurred_at);
+    e.bind_own(q).execute(conn).await?;
     Ok(())
 }
 

@@ -92,17 +92,17 @@ pub(crate) async fn announce_change(
         );
         return Ok(());
     }
-    let entitlement = crate::tenants::effective_at(conn, &tenant.tenant_id, now).await?;
-    emit(
+    announce(
         conn,
         ctx,
+        &tenant.tenant_id,
         action,
         subject_type,
         subject_id,
-        &entitlement,
         now,
     )
     .await
+    .map(|_| ())
 }
 
 fn event_id(action: &str, subject_id: &str) -> String {

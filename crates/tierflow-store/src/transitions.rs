@@ -27,7 +27,7 @@ use tierflow_domain::transition::{
 use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
 use uuid::Uuid;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, audit_columns};
 use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
 use crate::rows::{TransitionRecord, TransitionRow, convert, transition_columns};
 use crate::{Context, StoreError, events, idempotency, tenants, tiers};
@@ -306,7 +306,7 @@ async fn write_plan(
     let action_names: Vec<&str> = plan.actions.iter().map(|a| a.action.as_str()).collect();
     let action_due: Vec<DateTime<Utc>> = plan.actions.iter().map(|a| a.due_at).collect();
     let action_jobs: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
-    sqlx::query(
+    let q = sqlx::query(concat!(
         "WITH lifted AS (
             DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = ANY($2::text[])),
          held AS (
@@ -316,10 +316,10 @@ async fn write_plan(
          acted AS (
             INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
             SELECT $3, a, $1, d, j FROM unnest($7::text[], $8::timestamptz[], $9::text[]) AS t(a, d, j))
-         INSERT INTO audit_events
-           (tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details)
-         VALUES ($1, $4, $10, $11, $12, $13, $14, $15, $16)",
-    )
+         INSERT INTO audit_events (",
+        audit_columns!(),
+        ") VALUES ($1, $4, $10, $11, $12, $13, $14, $15, $16)"
+    ))
     .bind(tenant_id.as_str())
     .bind(&lift)
     .bind(plan.transition_id.0)
@@ -328,16 +328,8 @@ async fn write_plan(
     .bind(&hold_flags)
     .bind(&action_names)
     .bind(&action_due)
-    .bind(&action_jobs)
-    .bind(audit.actor)
-    .bind(audit.action)
-    .bind(audit.subject_type)
-    .bind(&audit.subject_id)
-    .bind(audit.reason)
-    .bind(audit.idempotency_key)
-    .bind(&audit.details)
-    .execute(&mut *conn)
-    .await?;
+    .bind(&action_jobs);
+    audit.bind_own(q).execute(&mut *conn).await?;
     Ok((record, jobs))
 }
 
@@ -471,7 +463,7 @@ async fn cancel_pending(
     let details = serde_json::json!({ "cancelled_by": by, "cancelled_jobs": cancelled_jobs });
     let audit = w.audit("transition.cancelled", id.to_string(), details);
     // The transition, its holds, its scheduled actions and the audit row in one statement.
-    sqlx::query(
+    let q = sqlx::query(concat!(
         "WITH cancelled AS (
             UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
              WHERE id = $1 AND status = 'pending'),
@@ -480,24 +472,16 @@ async fn cancel_pending(
          actions AS (
             UPDATE transition_actions SET status = 'cancelled'
              WHERE transition_id = $1 AND status = 'scheduled')
-         INSERT INTO audit_events
-           (tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, idempotency_key, details)
-         VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12)",
-    )
+         INSERT INTO audit_events (",
+        audit_columns!(),
+        ") VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12)"
+    ))
     .bind(id.0)
     .bind(w.now)
     .bind(by.map(|b| b.0))
     .bind(w.tenant.tenant_id.as_str())
-    .bind(RestrictionSource::PendingDowngrade(id).key())
-    .bind(audit.actor)
-    .bind(audit.action)
-    .bind(audit.subject_type)
-    .bind(&audit.subject_id)
-    .bind(audit.reason)
-    .bind(audit.idempotency_key)
-    .bind(&audit.details)
-    .execute(&mut *conn)
-    .await?;
+    .bind(RestrictionSource::PendingDowngrade(id).key());
+    audit.bind_own(q).execute(&mut *conn).await?;
     Ok(Superseded {
         transition_id: id,
         cancelled_jobs,
