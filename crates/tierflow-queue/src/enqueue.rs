@@ -1,4 +1,5 @@
-//! Writing jobs: [`enqueue`] and [`cancel_by_keys`], always on the caller's connection.
+//! Writing jobs: [`enqueue`] and [`cancel_by_keys`], always on the caller's connection, and
+//! [`insert_jobs!`] + [`JobRows`] for a caller that writes its jobs inside a statement of its own.
 //!
 //! Both take `&mut PgConnection`; pass `&mut *tx` and the jobs commit or roll back with the
 //! caller's own rows. Each call is one statement, whatever the number of jobs.
@@ -26,6 +27,97 @@ pub struct CancelledJob {
     pub key: String,
 }
 
+/// The `INSERT` of a [`JobRows`] batch into `apalis.jobs`, for use as a data-modifying `WITH`
+/// item inside a caller's own statement (so its jobs cost no round trip of their own), or alone
+/// as [`enqueue()`] uses it. The arguments are the seven placeholders, in [`JobRows::bind`]'s
+/// order: `insert_jobs!("$1", "$2", "$3", "$4", "$5", "$6", "$7")`. A job whose
+/// `(kind, key)` already exists is skipped; each written job returns its id, kind, key and due
+/// time.
+#[macro_export]
+macro_rules! insert_jobs {
+    ($ids:literal, $kinds:literal, $payloads:literal, $attempts:literal, $run_ats:literal, $prios:literal, $keys:literal) => {
+        concat!(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
+             SELECT id, job_type, job, 'Pending', 0, max_attempts, run_at, priority, key
+               FROM unnest(", $ids, "::text[], ", $kinds, "::text[], ", $payloads, "::bytea[], ",
+            $attempts, "::int[], ", $run_ats, "::timestamptz[], ", $prios, "::int[], ", $keys, "::text[])
+                 AS t(id, job_type, job, max_attempts, run_at, priority, key)
+             ON CONFLICT (job_type, idempotency_key) DO NOTHING
+             RETURNING id, job_type, idempotency_key, run_at"
+        )
+    };
+}
+
+/// Jobs as the columns of one [`insert_jobs!`], their ids chosen here (ULIDs) so that the caller
+/// knows them before the statement runs.
+#[derive(Debug, Clone, Default)]
+pub struct JobRows {
+    ids: Vec<String>,
+    kinds: Vec<&'static str>,
+    payloads: Vec<Vec<u8>>,
+    attempts: Vec<i32>,
+    run_ats: Vec<DateTime<Utc>>,
+    prios: Vec<i32>,
+    keys: Vec<Option<String>>,
+}
+
+impl JobRows {
+    /// Gives each job its id.
+    pub fn new(jobs: Vec<NewJob>) -> Self {
+        let mut rows = JobRows::default();
+        for j in jobs {
+            rows.ids.push(Ulid::new().to_string());
+            rows.kinds.push(j.kind);
+            rows.payloads.push(j.payload);
+            rows.attempts.push(j.max_attempts);
+            rows.run_ats.push(j.run_at);
+            rows.prios.push(j.priority);
+            rows.keys.push(j.key);
+        }
+        rows
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The jobs as they will be written, in the order given to [`JobRows::new`].
+    pub fn jobs(&self) -> impl Iterator<Item = EnqueuedJob> + '_ {
+        (0..self.len()).map(|i| EnqueuedJob {
+            id: self.ids[i].clone(),
+            kind: self.kinds[i].to_owned(),
+            key: self.keys[i].clone(),
+            run_at: self.run_ats[i],
+        })
+    }
+
+    /// Binds the seven columns, in [`insert_jobs!`]'s order, as the query's next parameters.
+    pub fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.kinds)
+            .bind(&self.payloads)
+            .bind(&self.attempts)
+            .bind(&self.run_ats)
+            .bind(&self.prios)
+            .bind(&self.keys)
+    }
+
+    /// Counts the written jobs in `tierflow_jobs_enqueued_total`; call it once the statement
+    /// that wrote them has succeeded.
+    pub fn count_enqueued(&self) {
+        for kind in &self.kinds {
+            metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => *kind).increment(1);
+        }
+    }
+}
+
 /// Writes `jobs` in one statement. A job whose `(kind, key)` already exists is skipped and
 /// missing from the result.
 pub async fn enqueue(
@@ -35,46 +127,22 @@ pub async fn enqueue(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let n = jobs.len();
-    let (mut ids, mut kinds, mut payloads, mut attempts, mut run_ats, mut prios, mut keys) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for j in jobs {
-        ids.push(Ulid::new().to_string());
-        kinds.push(j.kind.to_owned());
-        payloads.push(j.payload);
-        attempts.push(j.max_attempts);
-        run_ats.push(j.run_at);
-        prios.push(j.priority);
-        keys.push(j.key);
-    }
-    let rows: Vec<(String, String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
-         SELECT id, job_type, job, 'Pending', 0, max_attempts, run_at, priority, key
-           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[], $6::int[], $7::text[])
-             AS t(id, job_type, job, max_attempts, run_at, priority, key)
-         ON CONFLICT (job_type, idempotency_key) DO NOTHING
-         RETURNING id, job_type, idempotency_key, run_at",
-    )
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&payloads)
-    .bind(&attempts)
-    .bind(&run_ats)
-    .bind(&prios)
-    .bind(&keys)
-    .fetch_all(conn)
-    .await?;
-    for (_, kind, _, _) in &rows {
+    let rows = JobRows::new(jobs);
+    let written: Vec<(String, String, Option<String>, DateTime<Utc>)> =
+        sqlx::query_as(insert_jobs!("$1", "$2", "$3", "$4", "$5", "$6", "$7"))
+            .bind(&rows.ids)
+            .bind(&rows.kinds)
+            .bind(&rows.payloads)
+            .bind(&rows.attempts)
+            .bind(&rows.run_ats)
+            .bind(&rows.prios)
+            .bind(&rows.keys)
+            .fetch_all(conn)
+            .await?;
+    for (_, kind, _, _) in &written {
         metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => kind.clone()).increment(1);
     }
-    Ok(rows
+    Ok(written
         .into_iter()
         .map(|(id, kind, key, run_at)| EnqueuedJob {
             id,
