@@ -119,7 +119,7 @@ fn log_only(event_id: &str, tenant_id: &str, version: i64) {
 }
 
 /// Emits the event for a change, in the change's transaction.
-async fn emit(
+pub(crate) async fn emit(
     conn: &mut PgConnection,
     ctx: &Context,
     action: &str,

@@ -4,16 +4,36 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tierflow_domain::effective::{EffectiveEntitlement, EntitlementState, effective_entitlement};
 use tierflow_domain::ids::{TenantId, TierId, TransitionId};
+use tierflow_domain::limit_override::LimitOverride;
 use tierflow_domain::restriction::Hold;
 use tierflow_domain::tier::Tier;
 use tierflow_domain::transition::{EntitlementStatus, PendingDowngrade};
 
 use crate::error::corrupt;
 use crate::rows::{
-    HoldRow, OverrideRow, TierRow, TransitionRecord, TransitionRow, convert, tier_columns,
-    transition_columns,
+    HoldRow, OverrideRow, TierRow, TransitionRecord, TransitionRow, convert, override_columns,
+    tier_columns, transition_columns,
 };
 use crate::{Context, StoreError};
+
+/// The tenant's holds as one JSON array, for a query over `tenant_entitlements e`.
+macro_rules! holds_json {
+    () => {
+        "coalesce((SELECT json_agg(json_build_object('source', r.source, 'restriction', r.restriction))
+                     FROM tenant_restrictions r WHERE r.tenant_id = e.tenant_id), '[]')"
+    };
+}
+
+/// The tenant's active overrides as one JSON array, for a query over `tenant_entitlements e`.
+macro_rules! overrides_json {
+    () => {
+        concat!(
+            "coalesce((SELECT json_agg(o) FROM (SELECT ",
+            override_columns!(),
+            " FROM entitlement_overrides WHERE tenant_id = e.tenant_id AND status = 'active') o), '[]')"
+        )
+    };
+}
 
 /// A locked tenant row.
 #[derive(Debug, Clone)]
@@ -81,64 +101,128 @@ pub(crate) async fn bump(
     .await?)
 }
 
-/// What a change request reads besides the locked tenant.
+/// A tenant locked for a change request, with everything the request reads: what it plans
+/// from, and what the entitlement after it is computed from.
 pub(crate) struct ChangeContext {
+    pub tenant: LockedTenant,
+    /// When the tenant's tier or status last changed.
+    pub effective_at: DateTime<Utc>,
     /// The tenant's tier.
     pub current: Tier,
     /// The requested tier, if one was named and exists.
     pub target: Option<Tier>,
     /// The tenant's pending downgrade, if any.
     pub pending: Option<TransitionRecord>,
+    pub holds: Vec<Hold>,
+    /// The overrides stored as active.
+    pub overrides: Vec<LimitOverride>,
 }
 
-/// Reads the locked tenant's tier, the requested tier and the pending downgrade in one round
-/// trip (a request's hottest reads). Call it after [`lock`], in a statement of its own, so that
-/// it sees everything committed before the lock was granted.
-pub(crate) async fn change_context(
+/// Locks the tenant's row and reads, in the same statement, its tier, the requested tier, its
+/// pending downgrade, its holds and its active overrides — a change request's hottest round trip.
+///
+/// One statement is safe only because every change to what it reads also bumps the tenant's
+/// version under this lock. In READ COMMITTED a statement that waits for a row lock re-reads the
+/// row it locks but not the others: those come from the snapshot taken when the statement
+/// started. So the statement also reads the version as of that snapshot; if the locked row's
+/// version is newer, a change committed in between and the read is repeated, now with the lock
+/// held, in a fresh snapshot.
+pub(crate) async fn lock_for_change(
     conn: &mut PgConnection,
-    tenant: &LockedTenant,
+    tenant_id: &TenantId,
     target: Option<&TierId>,
 ) -> Result<ChangeContext, StoreError> {
-    let (current, target_row, pending): (
-        Option<serde_json::Value>,
-        Option<serde_json::Value>,
-        Option<serde_json::Value>,
-    ) = sqlx::query_as(concat!(
-        "SELECT (SELECT to_jsonb(c) FROM (SELECT ",
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tier_id: String,
+        status: String,
+        version: i64,
+        snapshot_version: i64,
+        effective_at: DateTime<Utc>,
+        current: Option<serde_json::Value>,
+        target: Option<serde_json::Value>,
+        pending: Option<serde_json::Value>,
+        holds: serde_json::Value,
+        overrides: serde_json::Value,
+    }
+    let query = concat!(
+        "SELECT e.tier_id, e.status, e.version, e.effective_at,
+                (SELECT s.version FROM tenant_entitlements s WHERE s.tenant_id = $1) AS snapshot_version,
+                (SELECT to_jsonb(c) FROM (SELECT ",
         tier_columns!(),
-        " FROM tiers WHERE tier_id = $1) c),
+        " FROM tiers WHERE tier_id = e.tier_id) c) AS current,
                 (SELECT to_jsonb(g) FROM (SELECT ",
         tier_columns!(),
-        " FROM tiers WHERE tier_id = $2) g),
+        " FROM tiers WHERE tier_id = $2) g) AS target,
                 (SELECT to_jsonb(p) FROM (SELECT ",
         transition_columns!(),
-        " FROM tier_transitions WHERE tenant_id = $3 AND status = 'pending') p)"
-    ))
-    .bind(tenant.tier_id.as_str())
-    .bind(target.map(TierId::as_str))
-    .bind(tenant.tenant_id.as_str())
-    .fetch_one(conn)
-    .await?;
+        " FROM tier_transitions WHERE tenant_id = $1 AND status = 'pending') p) AS pending, ",
+        holds_json!(),
+        " AS holds, ",
+        overrides_json!(),
+        " AS overrides
+           FROM tenant_entitlements e WHERE e.tenant_id = $1
+            FOR UPDATE OF e"
+    );
+    let mut row = None;
+    // The second read holds the lock from the first, so its snapshot sees every change.
+    for _ in 0..2 {
+        let read: Row = sqlx::query_as(query)
+            .bind(tenant_id.as_str())
+            .bind(target.map(TierId::as_str))
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
+        if read.version == read.snapshot_version {
+            row = Some(read);
+            break;
+        }
+    }
+    let row = row.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "tenant '{tenant_id}' changed while its row was locked"
+        ))
+    })?;
     let json = |what: &str, e: serde_json::Error| {
-        StoreError::Corrupt(format!("{what} of tenant '{}': {e}", tenant.tenant_id))
+        StoreError::Corrupt(format!("{what} of tenant '{tenant_id}': {e}"))
     };
     let tier = |v: serde_json::Value| -> Result<Tier, StoreError> {
         Tier::try_from(serde_json::from_value::<TierRow>(v).map_err(|e| json("tier", e))?)
     };
-    let current = current.ok_or_else(|| {
-        StoreError::Corrupt(format!("tenant on missing tier '{}'", tenant.tier_id))
-    })?;
+    let current = row
+        .current
+        .ok_or_else(|| StoreError::Corrupt(format!("tenant on missing tier '{}'", row.tier_id)))?;
     Ok(ChangeContext {
+        tenant: LockedTenant::parse(tenant_id.clone(), row.tier_id, &row.status, row.version)?,
+        effective_at: row.effective_at,
         current: tier(current)?,
-        target: target_row.map(tier).transpose()?,
-        pending: pending
+        target: row.target.map(tier).transpose()?,
+        pending: row
+            .pending
             .map(|p| {
                 let row: TransitionRow =
                     serde_json::from_value(p).map_err(|e| json("pending downgrade", e))?;
                 TransitionRecord::try_from(row)
             })
             .transpose()?,
+        holds: parse_holds(row.holds, tenant_id)?,
+        overrides: parse_overrides(row.overrides, tenant_id)?,
     })
+}
+
+fn parse_holds(v: serde_json::Value, tenant_id: &TenantId) -> Result<Vec<Hold>, StoreError> {
+    let rows: Vec<HoldRow> = serde_json::from_value(v)
+        .map_err(|e| StoreError::Corrupt(format!("restrictions of tenant '{tenant_id}': {e}")))?;
+    convert(rows)
+}
+
+fn parse_overrides(
+    v: serde_json::Value,
+    tenant_id: &TenantId,
+) -> Result<Vec<LimitOverride>, StoreError> {
+    let rows: Vec<OverrideRow> = serde_json::from_value(v)
+        .map_err(|e| StoreError::Corrupt(format!("overrides of tenant '{tenant_id}': {e}")))?;
+    convert(rows)
 }
 
 /// What the tenant may do now (no lock taken; a consistent snapshot within the caller's
@@ -176,19 +260,18 @@ pub(crate) async fn effective_at(
         to_tier_id: String,
         grace_ends_at: DateTime<Utc>,
     }
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = sqlx::query_as(concat!(
         "SELECT e.status, e.effective_at, e.version,
                 t.tier_id, t.name, t.category, t.rank, t.active, t.features, t.limits, t.metadata,
                 (SELECT json_build_object('id', p.id, 'to_tier_id', p.to_tier_id, 'grace_ends_at', p.grace_ends_at)
-                   FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending,
-                coalesce((SELECT json_agg(json_build_object('source', r.source, 'restriction', r.restriction))
-                   FROM tenant_restrictions r WHERE r.tenant_id = e.tenant_id), '[]') AS holds,
-                coalesce((SELECT json_agg(o) FROM (SELECT id, entitlement_type, original_limit, override_limit, reason,
-                          granted_by, created_at, expires_at
-                     FROM entitlement_overrides WHERE tenant_id = e.tenant_id AND status = 'active') o), '[]') AS overrides
+                   FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending, ",
+        holds_json!(),
+        " AS holds, ",
+        overrides_json!(),
+        " AS overrides
            FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
-          WHERE e.tenant_id = $1",
-    )
+          WHERE e.tenant_id = $1"
+    ))
     .bind(tenant_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
@@ -209,12 +292,8 @@ pub(crate) async fn effective_at(
         }
         None => None,
     };
-    let holds: Vec<HoldRow> =
-        serde_json::from_value(row.holds).map_err(|e| json("restrictions", e))?;
-    let holds: Vec<Hold> = convert(holds)?;
-    let overrides: Vec<OverrideRow> =
-        serde_json::from_value(row.overrides).map_err(|e| json("overrides", e))?;
-    let overrides = convert(overrides)?;
+    let holds = parse_holds(row.holds, tenant_id)?;
+    let overrides = parse_overrides(row.overrides, tenant_id)?;
     Ok(effective_entitlement(
         &EntitlementState {
             tenant_id,

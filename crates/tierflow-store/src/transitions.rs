@@ -2,29 +2,34 @@
 //!
 //! [`request_transition`] is the heart of tierflow. In one savepoint on the caller's connection
 //! it:
-//! 1. locks the tenant row (changes for one tenant are serialized);
+//! 1. locks the tenant row (changes for one tenant are serialized) and, in the same statement,
+//!    reads the tiers, the pending downgrade, the holds and the overrides;
 //! 2. replays the stored result if the idempotency key was seen with the same request, or
 //!    refuses it if it was seen with another;
 //! 3. asks [`plan_transition`] what the request changes;
 //! 4. cancels the superseded pending downgrade — its row, its restriction holds, its scheduled
 //!    actions and its not-yet-run jobs;
-//! 5. writes the new tier or status, the transition row, the new holds, the actions and their
-//!    jobs (in the apalis queue table, same transaction), and an audit row;
-//! 6. reads back the effective entitlement and stores the result under the idempotency key.
+//! 5. writes, in one statement, the new tier or status, the transition row, the new holds, the
+//!    actions and their jobs (in the apalis queue table, same transaction), and an audit row;
+//! 6. computes the effective entitlement after the change from what step 1 read, emits the
+//!    change's event, and stores the result under the idempotency key.
 //!
-//! Any error rolls the savepoint back: nothing is left behind, even if the caller commits.
+//! A downgrade is four round trips with the HTTP API's [`submit_transition`]: begin, step 1,
+//! step 5, commit (an idempotency key adds its lookup and save; a superseded downgrade, step 4's
+//! two statements). Any error rolls the savepoint back: nothing is left behind, even if the
+//! caller commits.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, PgConnection};
-use tierflow_domain::effective::EffectiveEntitlement;
+use sqlx::{Connection, PgConnection, Row};
+use tierflow_domain::effective::{EffectiveEntitlement, EntitlementState, effective_entitlement};
 use tierflow_domain::ids::{Actor, IdempotencyKey, Reason, TenantId, TierId, TransitionId};
-use tierflow_domain::restriction::RestrictionSource;
+use tierflow_domain::restriction::{Hold, RestrictionSource};
 use tierflow_domain::transition::{
-    Action, CurrentState, EntitlementStatus, GracePeriod, PlannedAction, Target, TransitionKind,
-    TransitionPlan, TransitionStatus, plan_transition,
+    Action, CurrentState, EntitlementStatus, GracePeriod, PendingDowngrade, PlannedAction, Target,
+    TransitionKind, TransitionPlan, TransitionStatus, plan_transition,
 };
-use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
+use tierflow_queue::{JobRows, NewJob, cancel_by_keys};
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, audit_columns};
@@ -130,7 +135,12 @@ async fn request_in(
     req: &TransitionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
     let now = ctx.clock.now();
-    let tenant = tenants::lock(conn, &req.tenant_id).await?;
+    let target_tier = match &req.target {
+        Target::Tier(id) => Some(id),
+        Target::Suspend | Target::Reactivate => None,
+    };
+    let read = tenants::lock_for_change(conn, &req.tenant_id, target_tier).await?;
+    let tenant = &read.tenant;
     let idem = match &req.idempotency_key {
         Some(key) => {
             let fp = idempotency::fingerprint(OP_TRANSITION, req)?;
@@ -151,34 +161,25 @@ async fn request_in(
         None => None,
     };
 
-    let target_tier = match &req.target {
-        Target::Tier(id) => Some(id),
-        Target::Suspend | Target::Reactivate => None,
-    };
-    let tenants::ChangeContext {
-        current,
-        target: to_tier,
-        pending,
-    } = tenants::change_context(conn, &tenant, target_tier).await?;
-    if let (Some(id), None) = (target_tier, &to_tier) {
+    if let (Some(id), None) = (target_tier, &read.target) {
         return Err(StoreError::UnknownTier(id.to_string()));
     }
-    let pending_downgrade = pending.as_ref().and_then(TransitionRecord::as_pending);
+    let pending_downgrade = read.pending.as_ref().and_then(TransitionRecord::as_pending);
     let plan = plan_transition(
         TransitionId::new(),
         CurrentState {
-            tier: &current,
+            tier: &read.current,
             status: tenant.status,
             pending: pending_downgrade.as_ref(),
         },
         &req.target,
-        to_tier.as_ref(),
+        read.target.as_ref(),
         req.grace.unwrap_or(ctx.default_grace),
         now,
     )?;
 
     let write = Write {
-        tenant: &tenant,
+        tenant,
         actor: req.requested_by.as_str(),
         reason: req.reason.as_ref().map(Reason::as_str),
         idempotency_key: req.idempotency_key.as_ref().map(IdempotencyKey::as_str),
@@ -189,17 +190,10 @@ async fn request_in(
         None => None,
     };
     let (transition, jobs) = write_plan(conn, &write, &plan).await?;
+    let entitlement = entitlement_after(&read, pending_downgrade.as_ref(), &plan, now)?;
+    let action = audit_action(plan.kind);
     let id = transition.id.to_string();
-    let entitlement = events::announce(
-        conn,
-        ctx,
-        &tenant.tenant_id,
-        audit_action(plan.kind),
-        "transition",
-        &id,
-        now,
-    )
-    .await?;
+    events::emit(conn, ctx, action, "transition", &id, &entitlement, now).await?;
     let outcome = TransitionOutcome {
         transition,
         jobs,
@@ -212,6 +206,67 @@ async fn request_in(
         idempotency::save(conn, t, key.as_str(), OP_TRANSITION, &fp, &outcome, now).await?;
     }
     Ok(outcome)
+}
+
+/// The tenant's effective entitlement once `plan` is written, computed from what
+/// [`tenants::lock_for_change`] read (the lock keeps it current) rather than read back: the
+/// same fold [`tenants::effective`] applies to the same rows as `write_plan` leaves them.
+fn entitlement_after(
+    read: &tenants::ChangeContext,
+    pending: Option<&PendingDowngrade>,
+    plan: &TransitionPlan,
+    now: DateTime<Utc>,
+) -> Result<EffectiveEntitlement, StoreError> {
+    let tenant = &read.tenant;
+    let tier = match &read.target {
+        Some(t) if t.tier_id == plan.tier_now => t,
+        _ if read.current.tier_id == plan.tier_now => &read.current,
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "plan moves tenant '{}' to tier '{}', which was not read",
+                tenant.tenant_id, plan.tier_now
+            )));
+        }
+    };
+    let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
+    let mut holds: Vec<Hold> = read
+        .holds
+        .iter()
+        .filter(|h| !plan.lift.contains(&h.source) && Some(&h.source) != superseded.as_ref())
+        .cloned()
+        .collect();
+    for h in &plan.hold {
+        if !holds.contains(h) {
+            holds.push(h.clone());
+        }
+    }
+    let new_pending = match (plan.status, plan.grace_ends_at) {
+        (TransitionStatus::Pending, Some(grace_ends_at)) => Some(PendingDowngrade {
+            transition_id: plan.transition_id,
+            to_tier: plan.to_tier.clone(),
+            grace_ends_at,
+        }),
+        _ => None,
+    };
+    let pending = match (&new_pending, plan.supersedes) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => pending,
+    };
+    let changed = tenant.tier_id != plan.tier_now || tenant.status != plan.to_status;
+    Ok(effective_entitlement(
+        &EntitlementState {
+            tenant_id: &tenant.tenant_id,
+            tier,
+            status: plan.to_status,
+            effective_at: if changed { now } else { read.effective_at },
+            version: tenant.version + 1,
+            pending,
+            holds: &holds,
+            overrides: &read.overrides,
+        },
+        now,
+    ))
 }
 
 /// Who and when, shared by every write of one request.
@@ -244,16 +299,19 @@ impl Write<'_> {
     }
 }
 
-/// Writes a planned transition: tenant row, transition row, holds, actions, jobs, audit.
+/// Writes a planned transition in one statement: tenant row, transition row, holds lifted and
+/// taken, actions with their jobs, audit row.
 async fn write_plan(
     conn: &mut PgConnection,
     w: &Write<'_>,
     plan: &TransitionPlan,
 ) -> Result<(TransitionRecord, Vec<ScheduledJob>), StoreError> {
     let tenant_id = &w.tenant.tenant_id;
+    // The lock is held: this request's change is the tenant's next version.
+    let version = w.tenant.version + 1;
     // A first assignment comes from nowhere.
     let first = plan.kind == TransitionKind::Provision;
-    let mut record = TransitionRecord {
+    let record = TransitionRecord {
         id: plan.transition_id,
         tenant_id: tenant_id.to_string(),
         kind: plan.kind,
@@ -269,10 +327,8 @@ async fn write_plan(
         grace_ends_at: plan.grace_ends_at,
         cancelled_at: None,
         cancelled_by: None,
-        tenant_version: 0, // set below, from the tenant's new version
+        tenant_version: version,
     };
-    let version = insert_record(conn, &record, &plan.tier_now, w.idempotency_key).await?;
-    record.tenant_version = version;
 
     // The superseded downgrade's holds were lifted when it was cancelled.
     let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
@@ -282,7 +338,17 @@ async fn write_plan(
         .filter(|s| Some(*s) != superseded.as_ref())
         .map(RestrictionSource::key)
         .collect();
-    let jobs = enqueue_actions(conn, tenant_id, plan.transition_id, &plan.actions).await?;
+    let job_rows = action_jobs(tenant_id, plan.transition_id, &plan.actions)?;
+    let jobs: Vec<ScheduledJob> = plan
+        .actions
+        .iter()
+        .zip(job_rows.jobs())
+        .map(|(a, j)| ScheduledJob {
+            kind: j.kind,
+            job_id: j.id,
+            due_at: a.due_at,
+        })
+        .collect();
 
     let details = serde_json::json!({
         "from_tier": plan.from_tier, "to_tier": plan.to_tier,
@@ -298,38 +364,81 @@ async fn write_plan(
         plan.transition_id.to_string(),
         details,
     );
-    // The rest of the plan in one statement: holds lifted and taken, the actions recorded with
-    // their jobs, the audit row. (The lifted and the held sources never overlap: a plan lifts
-    // other sources than the one its own holds are taken under.)
     let hold_sources: Vec<String> = plan.hold.iter().map(|h| h.source.key()).collect();
     let hold_flags: Vec<&str> = plan.hold.iter().map(|h| h.restriction.as_str()).collect();
     let action_names: Vec<&str> = plan.actions.iter().map(|a| a.action.as_str()).collect();
     let action_due: Vec<DateTime<Utc>> = plan.actions.iter().map(|a| a.due_at).collect();
     let action_jobs: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    // Every write of the plan in one statement (one round trip). The lifted and the held sources
+    // never overlap: a plan lifts other sources than the one its own holds are taken under.
+    // Foreign keys between these rows are checked at the end of the statement, when all exist.
     let q = sqlx::query(concat!(
-        "WITH lifted AS (
-            DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = ANY($2::text[])),
+        "WITH bumped AS (
+            UPDATE tenant_entitlements
+               SET effective_at = CASE WHEN tier_id <> $5 OR status <> $6 THEN $2 ELSE effective_at END,
+                   tier_id = $5, status = $6, version = $4, updated_at = $2
+             WHERE tenant_id = $1 AND version = $4 - 1
+            RETURNING version),
+         recorded AS (
+            INSERT INTO tier_transitions
+              (id, tenant_id, kind, status, from_tier_id, to_tier_id, from_status, to_status, reason,
+               requested_by, requested_at, effective_at, grace_ends_at, idempotency_key, tenant_version)
+            SELECT $3, $1, $7, $8, $9, $10, $11, $6, $12, $13, $2, $14, $15, $16, version FROM bumped
+            RETURNING tenant_version),
+         lifted AS (
+            DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = ANY($17::text[])),
          held AS (
             INSERT INTO tenant_restrictions (tenant_id, source, restriction, transition_id, created_at)
-            SELECT $1, s, r, $3, $4 FROM unnest($5::text[], $6::text[]) AS t(s, r)
+            SELECT $1, s, r, $3, $2 FROM unnest($18::text[], $19::text[]) AS t(s, r)
             ON CONFLICT DO NOTHING),
          acted AS (
             INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
-            SELECT $3, a, $1, d, j FROM unnest($7::text[], $8::timestamptz[], $9::text[]) AS t(a, d, j))
-         INSERT INTO audit_events (",
+            SELECT $3, a, $1, d, j FROM unnest($20::text[], $21::timestamptz[], $22::text[]) AS t(a, d, j)),
+         queued AS (",
+        tierflow_queue::insert_jobs!("$23", "$24", "$25", "$26", "$27", "$28", "$29"),
+        "),
+         audited AS (
+            INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($1, $4, $10, $11, $12, $13, $14, $15, $16)"
+        ") VALUES ($1, $2, $30, $31, $32, $33, $34, $35, $36))
+         SELECT (SELECT tenant_version FROM recorded), (SELECT count(*) FROM queued)"
     ))
     .bind(tenant_id.as_str())
-    .bind(&lift)
-    .bind(plan.transition_id.0)
     .bind(w.now)
+    .bind(plan.transition_id.0)
+    .bind(version)
+    .bind(plan.tier_now.as_str())
+    .bind(plan.to_status.as_str())
+    .bind(record.kind.as_str())
+    .bind(record.status.as_str())
+    .bind(record.from_tier.as_ref().map(TierId::as_str))
+    .bind(record.to_tier.as_str())
+    .bind(record.from_status.map(EntitlementStatus::as_str))
+    .bind(&record.reason)
+    .bind(&record.requested_by)
+    .bind(record.effective_at)
+    .bind(record.grace_ends_at)
+    .bind(w.idempotency_key)
+    .bind(&lift)
     .bind(&hold_sources)
     .bind(&hold_flags)
     .bind(&action_names)
     .bind(&action_due)
     .bind(&action_jobs);
-    audit.bind_own(q).execute(&mut *conn).await?;
+    let row = audit
+        .bind_own(job_rows.bind(q))
+        .fetch_one(&mut *conn)
+        .await?;
+    let (written_version, queued): (Option<i64>, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if written_version != Some(version) || queued != job_rows.len() as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "transition {} of tenant '{tenant_id}': wrote version {written_version:?} \
+             (expected {version}) and {queued} of {} jobs (the rest already existed)",
+            plan.transition_id,
+            job_rows.len()
+        )));
+    }
+    job_rows.count_enqueued();
     Ok((record, jobs))
 }
 
@@ -345,56 +454,12 @@ fn audit_action(kind: TransitionKind) -> &'static str {
     }
 }
 
-/// Records the transition and the tenant's new state (`tier_now`, its status, the next version)
-/// in one statement; returns that version.
-async fn insert_record(
-    conn: &mut PgConnection,
-    r: &TransitionRecord,
-    tier_now: &TierId,
-    idempotency_key: Option<&str>,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "WITH bumped AS (
-            UPDATE tenant_entitlements
-               SET effective_at = CASE WHEN tier_id <> $15 OR status <> $8 THEN $11 ELSE effective_at END,
-                   tier_id = $15, status = $8, version = version + 1, updated_at = $11
-             WHERE tenant_id = $2
-            RETURNING version)
-         INSERT INTO tier_transitions
-           (id, tenant_id, kind, status, from_tier_id, to_tier_id, from_status, to_status, reason,
-            requested_by, requested_at, effective_at, grace_ends_at, idempotency_key, tenant_version)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, version FROM bumped
-         RETURNING tenant_version",
-    )
-    .bind(r.id.0)
-    .bind(&r.tenant_id)
-    .bind(r.kind.as_str())
-    .bind(r.status.as_str())
-    .bind(r.from_tier.as_ref().map(TierId::as_str))
-    .bind(r.to_tier.as_str())
-    .bind(r.from_status.map(EntitlementStatus::as_str))
-    .bind(r.to_status.as_str())
-    .bind(&r.reason)
-    .bind(&r.requested_by)
-    .bind(r.requested_at)
-    .bind(r.effective_at)
-    .bind(r.grace_ends_at)
-    .bind(idempotency_key)
-    .bind(tier_now.as_str())
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Enqueues one job per planned action (the actions rows are written by the caller).
-async fn enqueue_actions(
-    conn: &mut PgConnection,
+/// One job per planned action, in the actions' order, keyed by the transition.
+fn action_jobs(
     tenant_id: &TenantId,
     transition_id: TransitionId,
     actions: &[PlannedAction],
-) -> Result<Vec<ScheduledJob>, StoreError> {
-    if actions.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<JobRows, StoreError> {
     let key = jobs::transition_key(transition_id);
     let mut new_jobs = Vec::with_capacity(actions.len());
     for a in actions {
@@ -424,27 +489,7 @@ async fn enqueue_actions(
         }?;
         new_jobs.push(job.with_key(key.clone()));
     }
-    let written = enqueue(conn, new_jobs).await?;
-    let scheduled: Vec<ScheduledJob> = actions
-        .iter()
-        .filter_map(|a| {
-            let kind = jobs::action_kind(a.action);
-            written
-                .iter()
-                .find(|j| j.kind == kind)
-                .map(|j| ScheduledJob {
-                    kind: kind.to_owned(),
-                    job_id: j.id.clone(),
-                    due_at: a.due_at,
-                })
-        })
-        .collect();
-    if scheduled.len() != actions.len() {
-        return Err(StoreError::Corrupt(format!(
-            "jobs for transition {transition_id} already existed in the queue"
-        )));
-    }
-    Ok(scheduled)
+    Ok(JobRows::new(new_jobs))
 }
 
 /// Cancels a pending downgrade: its row, its holds, its scheduled actions and not-yet-run jobs.

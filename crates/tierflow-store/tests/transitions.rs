@@ -339,3 +339,110 @@ async fn an_error_leaves_the_callers_transaction_usable() {
     assert_eq!(n, 1);
     assert_eq!(f.snapshot().await, before);
 }
+
+/// The entitlement a request returns is computed, not read back; it must equal what a read
+/// after the commit returns, through every kind of change: with an override active, a pending
+/// downgrade taking holds, one replacing it, a suspension over it, a reactivation, an upgrade
+/// cancelling it, a downgrade applied at once — through both entry points.
+#[tokio::test]
+async fn each_outcome_states_the_entitlement_read_after_it() {
+    use tierflow_domain::ids::Actor;
+    use tierflow_domain::limit_override::{EntitlementType, OverrideReason};
+    use tierflow_store::overrides::{OverrideRequest, create_override};
+
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let mut conn = f.pool().acquire().await.unwrap();
+    create_override(
+        &mut conn,
+        &f.ctx,
+        OverrideRequest {
+            tenant_id: tid("acme"),
+            entitlement_type: EntitlementType::Voice,
+            override_limit: 5_000,
+            reason: OverrideReason::Incident,
+            granted_by: Actor::parse("ops:alice").unwrap(),
+            expires_at: f.now() + Duration::hours(2),
+            note: None,
+            idempotency_key: None,
+        },
+    )
+    .await
+    .unwrap();
+    let steps = [
+        to_tier("acme", "starter", 3600),
+        to_tier("acme", "free", 7200),
+        to_status("acme", Target::Suspend),
+        to_status("acme", Target::Reactivate),
+        to_tier("acme", "enterprise", 0),
+        to_tier("acme", "professional", 0),
+        to_tier("acme", "starter", 600),
+    ];
+    for (i, req) in steps.into_iter().enumerate() {
+        f.advance(Duration::seconds(1));
+        let what = format!("{:?}", req.target);
+        let out = if i % 2 == 0 {
+            f.request(req).await
+        } else {
+            tierflow_store::submit_transition(f.pool(), &f.ctx, req).await
+        }
+        .unwrap_or_else(|e| panic!("step {i} ({what}): {e}"));
+        let read = tenants::effective(&mut conn, &f.ctx, &tid("acme"))
+            .await
+            .unwrap();
+        assert_eq!(out.entitlement, read, "step {i} ({what})");
+    }
+}
+
+/// A request that waits for the tenant's lock sees what the holder committed: here an upgrade
+/// queued behind an uncommitted downgrade cancels that downgrade once it commits, rather than
+/// planning from a read taken before it.
+#[tokio::test]
+async fn request_waiting_for_the_tenant_lock_sees_what_it_waited_for() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let mut downgrade = f.pool().begin().await.unwrap();
+    let pending = request_transition(&mut downgrade, &f.ctx, to_tier("acme", "starter", 3600))
+        .await
+        .unwrap()
+        .transition
+        .id;
+    let upgrade = {
+        let (pool, ctx) = (f.pool().clone(), f.ctx.clone());
+        tokio::spawn(async move {
+            tierflow_store::submit_transition(&pool, &ctx, to_tier("acme", "enterprise", 0)).await
+        })
+    };
+    tierflow_testdb::wait_until(
+        std::time::Duration::from_secs(10),
+        "the upgrade to wait for the tenant lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(f.pool())
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    downgrade.commit().await.unwrap();
+    let out = upgrade.await.unwrap().unwrap();
+    assert_eq!(
+        out.superseded.as_ref().map(|s| s.transition_id),
+        Some(pending),
+        "the upgrade did not see the downgrade it waited for"
+    );
+    assert_eq!(out.entitlement.pending_downgrade, None);
+    assert_eq!(
+        out.entitlement.version, 3,
+        "provision 1, downgrade 2, upgrade 3"
+    );
+    let mut conn = f.pool().acquire().await.unwrap();
+    let read = tenants::effective(&mut conn, &f.ctx, &tid("acme"))
+        .await
+        .unwrap();
+    assert_eq!(out.entitlement, read);
+}
