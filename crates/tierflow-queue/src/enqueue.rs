@@ -1,5 +1,6 @@
 //! Writing jobs: [`enqueue`] and [`cancel_by_keys`], always on the caller's connection, and
-//! [`insert_jobs!`] + [`JobRows`] for a caller that writes its jobs inside a statement of its own.
+//! [`insert_jobs!`] + [`JobRows`] and [`cancel_jobs!`] + [`CancelKeys`] for a caller that writes
+//! or cancels its jobs inside a statement of its own.
 //!
 //! Both take `&mut PgConnection`; pass `&mut *tx` and the jobs commit or roll back with the
 //! caller's own rows. Each call is one statement, whatever the number of jobs.
@@ -153,6 +154,75 @@ pub async fn enqueue(
         .collect())
 }
 
+/// The `UPDATE` that cancels the not-yet-started jobs (`Pending`, or `Failed` awaiting retry)
+/// with a [`CancelKeys`] batch's keys, keeping its reason as their last result — for use as a
+/// data-modifying `WITH` item inside a caller's statement, or alone as [`cancel_by_keys`] uses
+/// it. The arguments are the five placeholders, in [`CancelKeys::bind`]'s order. Each cancelled
+/// job returns its id, kind and key.
+#[macro_export]
+macro_rules! cancel_jobs {
+    ($kinds:literal, $keys:literal, $cancelled:literal, $reason:literal, $not_started:literal) => {
+        concat!(
+            "UPDATE apalis.jobs j
+                SET status = ",
+            $cancelled,
+            ", done_at = now(), lock_by = NULL, lock_at = NULL,
+                    last_result = jsonb_build_object('Err', ",
+            $reason,
+            "::text)
+               FROM unnest(",
+            $kinds,
+            "::text[], ",
+            $keys,
+            "::text[]) AS k(job_type, key)
+              WHERE j.job_type = k.job_type AND j.idempotency_key = k.key
+                AND j.status = ANY(",
+            $not_started,
+            "::text[])
+             RETURNING j.id, j.job_type, j.idempotency_key"
+        )
+    };
+}
+
+/// The keys of jobs to cancel, and why, as the parameters of one [`cancel_jobs!`].
+#[derive(Debug, Clone)]
+pub struct CancelKeys {
+    kinds: Vec<&'static str>,
+    keys: Vec<String>,
+    reason: String,
+}
+
+impl CancelKeys {
+    pub fn new(keys: &[JobKey], reason: impl Into<String>) -> Self {
+        CancelKeys {
+            kinds: keys.iter().map(|k| k.kind).collect(),
+            keys: keys.iter().map(|k| k.key.clone()).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Binds the five parameters, in [`cancel_jobs!`]'s order, as the query's next parameters.
+    pub fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.kinds)
+            .bind(&self.keys)
+            .bind(JobState::Cancelled.as_str())
+            .bind(&self.reason)
+            .bind(JobState::not_started().to_vec())
+    }
+}
+
+/// Counts cancelled jobs, by kind, in `tierflow_jobs_finished_total`; call it once the statement
+/// that cancelled them has succeeded.
+pub fn count_cancelled<'a>(kinds: impl IntoIterator<Item = &'a str>) {
+    for kind in kinds {
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.to_owned(), "outcome" => "cancelled")
+            .increment(1);
+    }
+}
+
 /// Cancels the not-yet-started jobs with these keys (`Pending` or `Failed` awaiting retry), with
 /// `reason` kept as their last result. A job already running is left alone: its handler's guard on
 /// the domain row makes it a no-op.
@@ -164,28 +234,17 @@ pub async fn cancel_by_keys(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let kinds: Vec<&str> = keys.iter().map(|k| k.kind).collect();
-    let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "UPDATE apalis.jobs j
-            SET status = $3, done_at = now(), lock_by = NULL, lock_at = NULL,
-                last_result = jsonb_build_object('Err', $4::text)
-           FROM unnest($1::text[], $2::text[]) AS k(job_type, key)
-          WHERE j.job_type = k.job_type AND j.idempotency_key = k.key
-            AND j.status = ANY($5::text[])
-         RETURNING j.id, j.job_type, j.idempotency_key",
-    )
-    .bind(&kinds)
-    .bind(&names)
-    .bind(JobState::Cancelled.as_str())
-    .bind(reason)
-    .bind(JobState::not_started().as_slice())
-    .fetch_all(conn)
-    .await?;
-    for (_, kind, _) in &rows {
-        metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.clone(), "outcome" => "cancelled")
-            .increment(1);
-    }
+    let batch = CancelKeys::new(keys, reason);
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as(cancel_jobs!("$1", "$2", "$3", "$4", "$5"))
+            .bind(&batch.kinds)
+            .bind(&batch.keys)
+            .bind(JobState::Cancelled.as_str())
+            .bind(&batch.reason)
+            .bind(JobState::not_started().to_vec())
+            .fetch_all(conn)
+            .await?;
+    count_cancelled(rows.iter().map(|(_, kind, _)| kind.as_str()));
     Ok(rows
         .into_iter()
         .map(|(id, kind, key)| CancelledJob { id, kind, key })

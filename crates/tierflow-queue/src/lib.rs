@@ -45,7 +45,9 @@ pub mod retry;
 pub mod schema;
 pub mod state;
 
-pub use enqueue::{CancelledJob, EnqueuedJob, JobRows, cancel_by_keys, enqueue};
+pub use enqueue::{
+    CancelKeys, CancelledJob, EnqueuedJob, JobRows, cancel_by_keys, count_cancelled, enqueue,
+};
 pub use error::QueueError;
 pub use executor::{HandlerFuture, JobError, Outcome};
 pub use fleet::{Fleet, FleetConfig};

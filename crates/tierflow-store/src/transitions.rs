@@ -29,7 +29,7 @@ use tierflow_domain::transition::{
     Action, CurrentState, EntitlementStatus, GracePeriod, PendingDowngrade, PlannedAction, Target,
     TransitionKind, TransitionPlan, TransitionStatus, plan_transition,
 };
-use tierflow_queue::{JobRows, NewJob, cancel_by_keys};
+use tierflow_queue::{CancelKeys, JobRows, NewJob, count_cancelled};
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, audit_columns};
@@ -503,30 +503,39 @@ async fn cancel_pending(
         Some(by) => format!("cancelled: transition {id} superseded by {by}"),
         None => format!("cancelled: transition {id} cancelled"),
     };
-    let cancelled = cancel_by_keys(conn, &jobs::transition_job_keys(id), &why).await?;
-    let cancelled_jobs: Vec<String> = cancelled.into_iter().map(|j| j.id).collect();
-    let details = serde_json::json!({ "cancelled_by": by, "cancelled_jobs": cancelled_jobs });
+    let keys = CancelKeys::new(&jobs::transition_job_keys(id), why);
+    let details = serde_json::json!({ "cancelled_by": by });
     let audit = w.audit("transition.cancelled", id.to_string(), details);
-    // The transition, its holds, its scheduled actions and the audit row in one statement.
+    // The not-yet-run jobs, the transition, its holds, its scheduled actions and the audit row
+    // (which lists the jobs cancelled) in one statement.
     let q = sqlx::query(concat!(
-        "WITH cancelled AS (
+        "WITH dropped AS (",
+        tierflow_queue::cancel_jobs!("$13", "$14", "$15", "$16", "$17"),
+        "),
+         cancelled AS (
             UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
              WHERE id = $1 AND status = 'pending'),
          lifted AS (
             DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $5),
          actions AS (
             UPDATE transition_actions SET status = 'cancelled'
-             WHERE transition_id = $1 AND status = 'scheduled')
-         INSERT INTO audit_events (",
+             WHERE transition_id = $1 AND status = 'scheduled'),
+         audited AS (
+            INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12)"
+        ") VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12::jsonb || jsonb_build_object(
+                'cancelled_jobs', (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) FROM dropped))))
+         SELECT coalesce(array_agg(id ORDER BY id), '{}'), coalesce(array_agg(job_type ORDER BY id), '{}')
+           FROM dropped"
     ))
     .bind(id.0)
     .bind(w.now)
     .bind(by.map(|b| b.0))
     .bind(w.tenant.tenant_id.as_str())
     .bind(RestrictionSource::PendingDowngrade(id).key());
-    audit.bind_own(q).execute(&mut *conn).await?;
+    let row = keys.bind(audit.bind_own(q)).fetch_one(&mut *conn).await?;
+    let (cancelled_jobs, kinds): (Vec<String>, Vec<String>) = (row.try_get(0)?, row.try_get(1)?);
+    count_cancelled(kinds.iter().map(String::as_str));
     Ok(Superseded {
         transition_id: id,
         cancelled_jobs,

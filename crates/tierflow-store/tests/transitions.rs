@@ -112,6 +112,21 @@ async fn upgrade_during_grace_cancels_pending_downgrade_atomically() {
     assert_eq!(status, ("cancelled".into(), Some(up.transition.id.0)));
     let states: BTreeSet<String> = f.jobs().await.into_iter().map(|j| j.1).collect();
     assert_eq!(states, BTreeSet::from(["Cancelled".to_string()]));
+    // The outcome and the audit trail name exactly the downgrade's jobs.
+    let down_jobs: BTreeSet<String> = down.jobs.iter().map(|j| j.job_id.clone()).collect();
+    let named: BTreeSet<String> = superseded.cancelled_jobs.iter().cloned().collect();
+    assert_eq!(named, down_jobs);
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_events WHERE action = 'transition.cancelled' AND subject_id = $1",
+    )
+    .bind(down.transition.id.to_string())
+    .fetch_one(f.pool())
+    .await
+    .unwrap();
+    let audited: BTreeSet<String> =
+        serde_json::from_value(details["cancelled_jobs"].clone()).unwrap();
+    assert_eq!(audited, down_jobs);
+    assert_eq!(details["cancelled_by"], up.transition.id.to_string());
     let e = up.entitlement;
     assert_eq!(e.tier_id.as_str(), "enterprise");
     assert!(
