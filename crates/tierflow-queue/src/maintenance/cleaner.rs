@@ -63,7 +63,7 @@ pub async fn run_once(pool: &PgPool, cfg: &CleanerConfig) -> Result<CleanerOutco
     out.workers = sqlx::query(
         "DELETE FROM apalis.workers w
           WHERE w.last_seen < now() - interval '1 day'
-            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
+            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.status = 'Running' AND j.lock_by = w.id)",
     )
     .execute(pool)
     .await?
