@@ -61,3 +61,31 @@ async fn seeding_keeps_operator_edits() {
         .unwrap();
     assert_eq!(name, "Pro (2026)");
 }
+
+/// Stored tier ids stay valid without foreign keys to `tiers` because a tier is never deleted or
+/// renamed, only retired: both are refused with a message that says what to do instead, and an
+/// edit that keeps the id still works.
+#[tokio::test]
+async fn tiers_cannot_be_deleted_or_renamed() {
+    let db = TestDb::new().await;
+    for sql in [
+        "DELETE FROM tiers WHERE tier_id = 'starter'",
+        "UPDATE tiers SET tier_id = 'basic' WHERE tier_id = 'starter'",
+    ] {
+        let err = sqlx::query(sql).execute(db.pool()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("set active = false"), "{sql}: {msg}");
+    }
+    let retired = sqlx::query(
+        "UPDATE tiers SET active = false, name = 'Old starter' WHERE tier_id = 'starter'",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(retired.rows_affected(), 1);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tiers")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+}
