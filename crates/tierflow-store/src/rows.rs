@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::error::corrupt;
 
-/// `tiers` row (also read as JSON, see `tenants::change_context`).
+/// `tiers` row (also read as JSON, see `tenants::lock_for_change`).
 #[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct TierRow {
     pub tier_id: String,
@@ -79,7 +79,7 @@ pub struct TransitionRecord {
     pub tenant_version: i64,
 }
 
-/// `tier_transitions` row (also read as JSON, see `tenants::change_context`).
+/// `tier_transitions` row (also read as JSON, see `tenants::lock_for_change`).
 #[derive(Debug, sqlx::FromRow, Deserialize)]
 pub struct TransitionRow {
     pub id: Uuid,
