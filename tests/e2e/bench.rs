@@ -47,3 +47,30 @@ fn quick_benchmark_runs_every_section() {
     // Progress lines went to stderr while it ran.
     assert!(stderr(&out).contains("drain:"));
 }
+
+/// A section whose worker processes die stops at once and says why, instead of waiting out its
+/// timeout for jobs nobody runs. Here every `bench-worker` refuses its configuration.
+#[test]
+fn bench_stops_when_its_workers_die() {
+    let url = std::env::var("TIERFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| tierflow_testdb::DEFAULT_URL.to_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["bench", "--quick", "--only", "drain"])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        // Read by the bench's worker processes only.
+        .env("TIERFLOW_RESCUE_AFTER_SECS", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bench-worker 0 exited"), "{err}");
+    assert!(
+        err.contains("soon"),
+        "the worker's own error is shown: {err}"
+    );
+    assert!(
+        !err.contains("still not done"),
+        "it waited out the timeout: {err}"
+    );
+}

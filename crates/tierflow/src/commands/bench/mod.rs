@@ -18,9 +18,10 @@
 //! due time), so process start-up is not counted in drain rates.
 
 mod kinds;
+mod procs;
 pub mod worker;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use tierflow_store::{Context, TransitionRequest, request_transition};
 use crate::cli::DatabaseArgs;
 use crate::database;
 use kinds::{BenchNoop, BenchSleep};
+use procs::Workers;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -177,22 +179,8 @@ impl Bench {
     }
 
     /// Starts `n` bench-worker processes with concurrency `c`.
-    fn workers(&self, n: usize, c: usize) -> anyhow::Result<Vec<Child>> {
-        let exe = std::env::current_exe()?;
-        (0..n)
-            .map(|i| {
-                Command::new(&exe)
-                    .arg("bench-worker")
-                    .env("DATABASE_URL", &self.url)
-                    .env("HOSTNAME", format!("bench-{i}"))
-                    .env("TIERFLOW_CONCURRENCY", c.to_string())
-                    .env("RUST_LOG", "error")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("start a bench-worker process")
-            })
-            .collect()
+    fn workers(&self, n: usize, c: usize) -> anyhow::Result<Workers> {
+        Workers::start(&self.url, n, c)
     }
 
     async fn enqueue_noops(&self, n: usize, due: chrono::DateTime<Utc>) -> anyhow::Result<()> {
@@ -207,10 +195,16 @@ impl Bench {
         Ok(())
     }
 
-    /// Waits until no job of `kinds` is left to run.
-    async fn wait_drained(&self, kinds: &[&str], timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until no job of `kinds` is left to run; fails at once if one of `workers` died.
+    async fn wait_drained(
+        &self,
+        workers: &mut Workers,
+        kinds: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
+            workers.check()?;
             let left: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM apalis.jobs WHERE job_type = ANY($1) AND status IN ('Pending', 'Failed', 'Running')",
             )
@@ -266,9 +260,9 @@ impl Bench {
         tokio::time::sleep(Duration::from_millis(1100)).await; // every grace has ended
         let mut procs = self.workers(w, c)?;
         let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
-        let res = self.wait_drained(&real, Duration::from_secs(300)).await;
-        stop(&mut procs);
-        res?;
+        self.wait_drained(&mut procs, &real, Duration::from_secs(300))
+            .await?;
+        procs.stop();
         self.drain_rate(&real).await
     }
 
@@ -277,23 +271,10 @@ impl Bench {
         self.clear_jobs().await?;
         self.enqueue_noops(n, Utc::now()).await?;
         let mut procs = self.workers(w, c)?;
-        let res = self
-            .wait_drained(&["bench_noop"], Duration::from_secs(300))
-            .await;
-        stop(&mut procs);
-        res?;
+        self.wait_drained(&mut procs, &["bench_noop"], Duration::from_secs(300))
+            .await?;
+        procs.stop();
         self.drain_rate(&["bench_noop"]).await
-    }
-}
-
-fn stop(procs: &mut [Child]) {
-    for p in procs.iter() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &p.id().to_string()])
-            .status();
-    }
-    for p in procs.iter_mut() {
-        let _ = p.wait();
     }
 }
 
@@ -595,7 +576,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                 enqueue(&mut conn, vec![NewJob::new(&BenchNoop {}, Utc::now())?]).await?;
             }
             drop(conn);
-            b.wait_drained(&["bench_noop"], Duration::from_secs(60))
+            b.wait_drained(&mut procs, &["bench_noop"], Duration::from_secs(60))
                 .await?;
             let mut ms: Vec<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
@@ -607,7 +588,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             worst_run_p99 = worst_run_p99.max(percentile(&ms, 0.99));
             all.extend(ms);
         }
-        stop(&mut procs);
+        procs.stop();
         all.sort_by(f64::total_cmp);
         let how = format!(
             "{} runs × {} jobs, enqueued one by one at 100/s; claim − due",
@@ -656,11 +637,9 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                 .collect::<Result<Vec<_>, _>>()?;
             enqueue(&mut conn, jobs).await?;
         }
-        let res = b
-            .wait_drained(&["bench_noop"], Duration::from_secs(60))
-            .await;
-        stop(&mut procs);
-        res?;
+        b.wait_drained(&mut procs, &["bench_noop"], Duration::from_secs(60))
+            .await?;
+        procs.stop();
         let mut ms: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM lock_at - run_at)::float8 * 1000 FROM apalis.jobs WHERE job_type = 'bench_noop'",
     )
@@ -710,8 +689,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             let mut rescuer = b.workers(1, 4)?;
             tokio::time::sleep(Duration::from_millis(300)).await;
             let killed = Instant::now();
-            let _ = victim[0].kill();
-            let _ = victim[0].wait();
+            victim.kill9(0);
             wait_for(
                 &b.pool,
                 "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND attempts = 2",
@@ -720,10 +698,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             )
             .await?;
             rescues.push(killed.elapsed().as_secs_f64());
-            for p in rescuer.iter_mut() {
-                let _ = p.kill();
-                let _ = p.wait();
-            }
+            rescuer.kill_all();
         }
         rescues.sort_by(f64::total_cmp);
         b.record(
@@ -785,11 +760,9 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                 .await?;
             b.enqueue_noops(s.drain_jobs, Utc::now()).await?;
             let mut procs = b.workers(w, c)?;
-            let res = b
-                .wait_drained(&["bench_noop"], Duration::from_secs(300))
-                .await;
-            stop(&mut procs);
-            res?;
+            b.wait_drained(&mut procs, &["bench_noop"], Duration::from_secs(300))
+                .await?;
+            procs.stop();
             grown.push(b.drain_rate(&["bench_noop"]).await?);
         }
         empty.sort_by(f64::total_cmp);
@@ -942,7 +915,7 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     let (mut lat, errors) =
         post_transitions(&http, &base, &token, clients, s.http_requests, warm).await?;
     let rate = s.http_requests as f64 / t0.elapsed().as_secs_f64();
-    stop(std::slice::from_mut(&mut server));
+    procs::terminate(&mut server);
     lat.sort_by(f64::total_cmp);
     let how = format!(
         "{} POST /v1/tenants/…/transitions over 500 tenants, {errors} errors",
