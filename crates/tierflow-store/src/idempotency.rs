@@ -25,6 +25,14 @@ pub fn fingerprint<T: Serialize>(operation: &str, request: &T) -> Result<String,
     Ok(hex::encode(h.finalize()))
 }
 
+/// A response stored under a key, as read.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub(crate) struct Stored {
+    pub operation: String,
+    pub fingerprint: String,
+    pub response: serde_json::Value,
+}
+
 /// The stored response for `key`, if any, checked against `fingerprint`.
 pub async fn lookup<R: DeserializeOwned>(
     conn: &mut PgConnection,
@@ -33,7 +41,7 @@ pub async fn lookup<R: DeserializeOwned>(
     operation: &str,
     fingerprint: &str,
 ) -> Result<Option<R>, StoreError> {
-    let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+    let stored: Option<Stored> = sqlx::query_as(
         "SELECT operation, fingerprint, response FROM idempotency_keys
           WHERE tenant_id = $1 AND idempotency_key = $2",
     )
@@ -41,16 +49,28 @@ pub async fn lookup<R: DeserializeOwned>(
     .bind(key)
     .fetch_optional(conn)
     .await?;
-    match row {
+    check(stored, key, operation, fingerprint)
+}
+
+/// What a request with `key` gets from the row stored under it (read by [`lookup`] or inside
+/// the caller's own statement): the earlier response if it was the same request, a conflict if
+/// it was another, nothing if the key is new.
+pub(crate) fn check<R: DeserializeOwned>(
+    stored: Option<Stored>,
+    key: &str,
+    operation: &str,
+    fingerprint: &str,
+) -> Result<Option<R>, StoreError> {
+    match stored {
         None => Ok(None),
-        Some((op, fp, response)) if op == operation && fp == fingerprint => {
-            serde_json::from_value(response)
+        Some(s) if s.operation == operation && s.fingerprint == fingerprint => {
+            serde_json::from_value(s.response)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("stored response for key '{key}': {e}")))
         }
-        Some((op, _, _)) => Err(StoreError::IdempotencyConflict {
+        Some(s) => Err(StoreError::IdempotencyConflict {
             key: key.to_owned(),
-            operation: op,
+            operation: s.operation,
         }),
     }
 }

@@ -116,10 +116,13 @@ pub(crate) struct ChangeContext {
     pub holds: Vec<Hold>,
     /// The overrides stored as active.
     pub overrides: Vec<LimitOverride>,
+    /// What is stored under the request's idempotency key, if it had one and it was seen.
+    pub prior: Option<crate::idempotency::Stored>,
 }
 
 /// Locks the tenant's row and reads, in the same statement, its tier, the requested tier, its
-/// pending downgrade, its holds and its active overrides — a change request's hottest round trip.
+/// pending downgrade, its holds, its active overrides and what is stored under the request's
+/// idempotency key — a change request's hottest round trip.
 ///
 /// One statement is safe only because every change to what it reads also bumps the tenant's
 /// version under this lock. In READ COMMITTED a statement that waits for a row lock re-reads the
@@ -131,6 +134,7 @@ pub(crate) async fn lock_for_change(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     target: Option<&TierId>,
+    idempotency_key: Option<&str>,
 ) -> Result<ChangeContext, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -144,6 +148,7 @@ pub(crate) async fn lock_for_change(
         pending: Option<serde_json::Value>,
         holds: serde_json::Value,
         overrides: serde_json::Value,
+        prior: Option<serde_json::Value>,
     }
     let query = concat!(
         "SELECT e.tier_id, e.status, e.version, e.effective_at,
@@ -160,7 +165,9 @@ pub(crate) async fn lock_for_change(
         holds_json!(),
         " AS holds, ",
         overrides_json!(),
-        " AS overrides
+        " AS overrides,
+                (SELECT to_jsonb(k) FROM (SELECT operation, fingerprint, response FROM idempotency_keys
+                   WHERE tenant_id = $1 AND idempotency_key = $3) k) AS prior
            FROM tenant_entitlements e WHERE e.tenant_id = $1
             FOR UPDATE OF e"
     );
@@ -170,6 +177,7 @@ pub(crate) async fn lock_for_change(
         let read: Row = sqlx::query_as(query)
             .bind(tenant_id.as_str())
             .bind(target.map(TierId::as_str))
+            .bind(idempotency_key)
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
@@ -207,6 +215,11 @@ pub(crate) async fn lock_for_change(
             .transpose()?,
         holds: parse_holds(row.holds, tenant_id)?,
         overrides: parse_overrides(row.overrides, tenant_id)?,
+        prior: row
+            .prior
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| json("stored idempotent response", e))?,
     })
 }
 

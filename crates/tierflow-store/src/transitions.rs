@@ -3,21 +3,23 @@
 //! [`request_transition`] is the heart of tierflow. In one savepoint on the caller's connection
 //! it:
 //! 1. locks the tenant row (changes for one tenant are serialized) and, in the same statement,
-//!    reads the tiers, the pending downgrade, the holds and the overrides;
+//!    reads the tiers, the pending downgrade, the holds, the overrides and the idempotency key's
+//!    stored response;
 //! 2. replays the stored result if the idempotency key was seen with the same request, or
 //!    refuses it if it was seen with another;
 //! 3. asks [`plan_transition`] what the request changes;
 //! 4. cancels the superseded pending downgrade — its row, its restriction holds, its scheduled
 //!    actions and its not-yet-run jobs;
-//! 5. writes, in one statement, the new tier or status, the transition row, the new holds, the
-//!    actions and their jobs (in the apalis queue table, same transaction), and an audit row;
-//! 6. computes the effective entitlement after the change from what step 1 read, emits the
-//!    change's event, and stores the result under the idempotency key.
+//! 5. computes the effective entitlement after the change from what step 1 read, and writes, in
+//!    one statement, the new tier or status, the transition row, the new holds, the actions and
+//!    their jobs (in the apalis queue table, same transaction), an audit row and the response
+//!    under the idempotency key;
+//! 6. emits the change's event.
 //!
 //! A downgrade is four round trips with the HTTP API's [`submit_transition`]: begin, step 1,
-//! step 5, commit (an idempotency key adds its lookup and save; a superseded downgrade, step 4's
-//! two statements). Any error rolls the savepoint back: nothing is left behind, even if the
-//! caller commits.
+//! step 5, commit — with or without an idempotency key, whose stored response step 1 reads and
+//! step 5 writes; superseding a pending downgrade adds step 4's one statement. Any error rolls
+//! the savepoint back: nothing is left behind, even if the caller commits.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -139,24 +141,19 @@ async fn request_in(
         Target::Tier(id) => Some(id),
         Target::Suspend | Target::Reactivate => None,
     };
-    let read = tenants::lock_for_change(conn, &req.tenant_id, target_tier).await?;
+    let key = req.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+    let read = tenants::lock_for_change(conn, &req.tenant_id, target_tier, key).await?;
     let tenant = &read.tenant;
-    let idem = match &req.idempotency_key {
+    let fingerprint = match key {
         Some(key) => {
             let fp = idempotency::fingerprint(OP_TRANSITION, req)?;
-            let prior: Option<TransitionOutcome> = idempotency::lookup(
-                conn,
-                tenant.tenant_id.as_str(),
-                key.as_str(),
-                OP_TRANSITION,
-                &fp,
-            )
-            .await?;
+            let prior: Option<TransitionOutcome> =
+                idempotency::check(read.prior.clone(), key, OP_TRANSITION, &fp)?;
             if let Some(mut prior) = prior {
                 prior.replayed = true;
                 return Ok(prior);
             }
-            Some((key, fp))
+            Some(fp)
         }
         None => None,
     };
@@ -182,29 +179,44 @@ async fn request_in(
         tenant,
         actor: req.requested_by.as_str(),
         reason: req.reason.as_ref().map(Reason::as_str),
-        idempotency_key: req.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+        idempotency_key: key,
         now,
     };
     let superseded = match plan.supersedes {
         Some(old) => Some(cancel_pending(conn, &write, old, Some(plan.transition_id)).await?),
         None => None,
     };
-    let (transition, jobs) = write_plan(conn, &write, &plan).await?;
-    let entitlement = entitlement_after(&read, pending_downgrade.as_ref(), &plan, now)?;
-    let action = audit_action(plan.kind);
-    let id = transition.id.to_string();
-    events::emit(conn, ctx, action, "transition", &id, &entitlement, now).await?;
+    // Everything the response says is known before the write, so the write can also store it
+    // under the idempotency key.
+    let staged = stage(&write, &plan)?;
     let outcome = TransitionOutcome {
-        transition,
-        jobs,
+        transition: staged.record.clone(),
+        jobs: staged.jobs.clone(),
         superseded,
-        entitlement,
+        entitlement: entitlement_after(&read, pending_downgrade.as_ref(), &plan, now)?,
         replayed: false,
     };
-    if let Some((key, fp)) = idem {
-        let t = tenant.tenant_id.as_str();
-        idempotency::save(conn, t, key.as_str(), OP_TRANSITION, &fp, &outcome, now).await?;
-    }
+    let remember = match fingerprint {
+        Some(fingerprint) => Some(Remember {
+            fingerprint,
+            response: serde_json::to_value(&outcome)
+                .map_err(|e| StoreError::Corrupt(format!("response does not encode: {e}")))?,
+        }),
+        None => None,
+    };
+    write_plan(conn, &write, &plan, &staged, remember.as_ref()).await?;
+    let id = outcome.transition.id.to_string();
+    let action = audit_action(plan.kind);
+    events::emit(
+        conn,
+        ctx,
+        action,
+        "transition",
+        &id,
+        &outcome.entitlement,
+        now,
+    )
+    .await?;
     Ok(outcome)
 }
 
@@ -299,16 +311,22 @@ impl Write<'_> {
     }
 }
 
-/// Writes a planned transition in one statement: tenant row, transition row, holds lifted and
-/// taken, actions with their jobs, audit row.
-async fn write_plan(
-    conn: &mut PgConnection,
-    w: &Write<'_>,
-    plan: &TransitionPlan,
-) -> Result<(TransitionRecord, Vec<ScheduledJob>), StoreError> {
+/// A plan's rows as they will be written, built before the write.
+struct Staged {
+    record: TransitionRecord,
+    jobs: Vec<ScheduledJob>,
+    job_rows: JobRows,
+}
+
+/// A response to store under the request's idempotency key, with the request's fingerprint.
+struct Remember {
+    fingerprint: String,
+    response: serde_json::Value,
+}
+
+/// Builds the transition row and the jobs of `plan` (their ids chosen here).
+fn stage(w: &Write<'_>, plan: &TransitionPlan) -> Result<Staged, StoreError> {
     let tenant_id = &w.tenant.tenant_id;
-    // The lock is held: this request's change is the tenant's next version.
-    let version = w.tenant.version + 1;
     // A first assignment comes from nowhere.
     let first = plan.kind == TransitionKind::Provision;
     let record = TransitionRecord {
@@ -327,19 +345,11 @@ async fn write_plan(
         grace_ends_at: plan.grace_ends_at,
         cancelled_at: None,
         cancelled_by: None,
-        tenant_version: version,
+        // The lock is held: this request's change is the tenant's next version.
+        tenant_version: w.tenant.version + 1,
     };
-
-    // The superseded downgrade's holds were lifted when it was cancelled.
-    let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
-    let lift: Vec<String> = plan
-        .lift
-        .iter()
-        .filter(|s| Some(*s) != superseded.as_ref())
-        .map(RestrictionSource::key)
-        .collect();
     let job_rows = action_jobs(tenant_id, plan.transition_id, &plan.actions)?;
-    let jobs: Vec<ScheduledJob> = plan
+    let jobs = plan
         .actions
         .iter()
         .zip(job_rows.jobs())
@@ -348,6 +358,37 @@ async fn write_plan(
             job_id: j.id,
             due_at: a.due_at,
         })
+        .collect();
+    Ok(Staged {
+        record,
+        jobs,
+        job_rows,
+    })
+}
+
+/// Writes a staged plan in one statement: tenant row, transition row, holds lifted and taken,
+/// actions with their jobs, audit row, and the response under the idempotency key if given.
+async fn write_plan(
+    conn: &mut PgConnection,
+    w: &Write<'_>,
+    plan: &TransitionPlan,
+    staged: &Staged,
+    remember: Option<&Remember>,
+) -> Result<(), StoreError> {
+    let tenant_id = &w.tenant.tenant_id;
+    let Staged {
+        record,
+        jobs,
+        job_rows,
+    } = staged;
+    let version = record.tenant_version;
+    // The superseded downgrade's holds were lifted when it was cancelled.
+    let superseded = plan.supersedes.map(RestrictionSource::PendingDowngrade);
+    let lift: Vec<String> = plan
+        .lift
+        .iter()
+        .filter(|s| Some(*s) != superseded.as_ref())
+        .map(RestrictionSource::key)
         .collect();
 
     let details = serde_json::json!({
@@ -400,7 +441,10 @@ async fn write_plan(
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($1, $2, $30, $31, $32, $33, $34, $35, $36))
+        ") VALUES ($1, $2, $30, $31, $32, $33, $34, $35, $36)),
+         remembered AS (
+            INSERT INTO idempotency_keys (tenant_id, idempotency_key, operation, fingerprint, response, created_at)
+            SELECT $1, $16, $37, $38, $39, $2 WHERE $39::jsonb IS NOT NULL)
          SELECT (SELECT tenant_version FROM recorded), (SELECT count(*) FROM queued)"
     ))
     .bind(tenant_id.as_str())
@@ -427,6 +471,9 @@ async fn write_plan(
     .bind(&action_jobs);
     let row = audit
         .bind_own(job_rows.bind(q))
+        .bind(OP_TRANSITION)
+        .bind(remember.map(|r| r.fingerprint.as_str()))
+        .bind(remember.map(|r| &r.response))
         .fetch_one(&mut *conn)
         .await?;
     let (written_version, queued): (Option<i64>, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -439,7 +486,7 @@ async fn write_plan(
         )));
     }
     job_rows.count_enqueued();
-    Ok((record, jobs))
+    Ok(())
 }
 
 /// The audit action (and event cause) of a transition kind.
@@ -601,7 +648,13 @@ pub async fn provision_tenant(
         idempotency_key: None,
         now,
     };
-    let (transition, jobs) = write_plan(&mut tx, &w, &plan).await?;
+    let staged = stage(&w, &plan)?;
+    write_plan(&mut tx, &w, &plan, &staged, None).await?;
+    let Staged {
+        record: transition,
+        jobs,
+        ..
+    } = staged;
     let id = transition.id.to_string();
     let entitlement = events::announce(
         &mut tx,

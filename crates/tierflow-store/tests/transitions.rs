@@ -248,9 +248,29 @@ async fn idempotent_replay_and_conflict() {
     f.advance(Duration::seconds(5));
     let again = f.request(req.clone()).await.unwrap();
     assert!(again.replayed);
-    assert_eq!(again.transition, first.transition);
-    assert_eq!(again.jobs, first.jobs);
+    // The whole first response comes back: transition, jobs, entitlement as of then.
+    assert_eq!(
+        tierflow_store::TransitionOutcome {
+            replayed: false,
+            ..again
+        },
+        first
+    );
     assert_eq!(f.snapshot().await, after_first);
+
+    // An upgrade that supersedes the downgrade replays with what it cancelled.
+    let mut up = to_tier("acme", "enterprise", 0);
+    up.idempotency_key = key("billing-8c01");
+    let upgraded = f.request(up.clone()).await.unwrap();
+    assert!(upgraded.superseded.is_some());
+    let after_upgrade = f.snapshot().await;
+    let replayed = tierflow_store::submit_transition(f.pool(), &f.ctx, up)
+        .await
+        .unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.superseded, upgraded.superseded);
+    assert_eq!(replayed.entitlement, upgraded.entitlement);
+    assert_eq!(f.snapshot().await, after_upgrade);
 
     let mut other = to_tier("acme", "free", 3600);
     other.idempotency_key = key("billing-7f3a");
@@ -260,7 +280,7 @@ async fn idempotent_replay_and_conflict() {
         "{err}"
     );
     assert!(err.to_string().contains("use a new key"), "{err}");
-    assert_eq!(f.snapshot().await, after_first);
+    assert_eq!(f.snapshot().await, after_upgrade);
 
     // The key is scoped per tenant: another tenant may use it.
     f.provision("globex", "professional").await;
