@@ -63,7 +63,7 @@ async fn seeding_keeps_operator_edits() {
 }
 
 /// Stored tier ids stay valid without foreign keys to `tiers` because a tier is never deleted or
-/// renamed, only retired: both are refused with a message that says what to do instead, and an
+/// renamed, only retired: deleting, truncating and renaming are refused with a message that says what to do instead, and an
 /// edit that keeps the id still works.
 #[tokio::test]
 async fn tiers_cannot_be_deleted_or_renamed() {
@@ -71,6 +71,7 @@ async fn tiers_cannot_be_deleted_or_renamed() {
     for sql in [
         "DELETE FROM tiers WHERE tier_id = 'starter'",
         "UPDATE tiers SET tier_id = 'basic' WHERE tier_id = 'starter'",
+        "TRUNCATE tiers CASCADE",
     ] {
         let err = sqlx::query(sql).execute(db.pool()).await.unwrap_err();
         let msg = err.to_string();
