@@ -129,7 +129,9 @@ pub(crate) struct ChangeContext {
 /// row it locks but not the others: those come from the snapshot taken when the statement
 /// started. So the statement also reads the version as of that snapshot; if the locked row's
 /// version is newer, a change committed in between and the read is repeated, now with the lock
-/// held, in a fresh snapshot.
+/// held, in a fresh snapshot. (Tiers are not covered: a tier edited while a request waits is
+/// read as it was when the request's statement started, as with any read that takes no lock on
+/// the tier.)
 pub(crate) async fn lock_for_change(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
@@ -188,14 +190,15 @@ pub(crate) async fn lock_for_change(
     }
     let row = row.ok_or_else(|| {
         StoreError::Corrupt(format!(
-            "tenant '{tenant_id}' changed while its row was locked"
+            "tenant '{tenant_id}': its version still differs from the snapshot's after a read \
+             under its lock (a writer changed it without taking the lock)"
         ))
     })?;
     let json = |what: &str, e: serde_json::Error| {
         StoreError::Corrupt(format!("{what} of tenant '{tenant_id}': {e}"))
     };
-    let tier = |v: serde_json::Value| -> Result<Tier, StoreError> {
-        Tier::try_from(serde_json::from_value::<TierRow>(v).map_err(|e| json("tier", e))?)
+    let tier = |what: &str, v: serde_json::Value| -> Result<Tier, StoreError> {
+        Tier::try_from(serde_json::from_value::<TierRow>(v).map_err(|e| json(what, e))?)
     };
     let current = row
         .current
@@ -203,8 +206,8 @@ pub(crate) async fn lock_for_change(
     Ok(ChangeContext {
         tenant: LockedTenant::parse(tenant_id.clone(), row.tier_id, &row.status, row.version)?,
         effective_at: row.effective_at,
-        current: tier(current)?,
-        target: row.target.map(tier).transpose()?,
+        current: tier("current tier", current)?,
+        target: row.target.map(|t| tier("target tier", t)).transpose()?,
         pending: row
             .pending
             .map(|p| {

@@ -142,13 +142,13 @@ async fn request_in(
         Target::Suspend | Target::Reactivate => None,
     };
     let key = req.idempotency_key.as_ref().map(IdempotencyKey::as_str);
-    let read = tenants::lock_for_change(conn, &req.tenant_id, target_tier, key).await?;
+    let mut read = tenants::lock_for_change(conn, &req.tenant_id, target_tier, key).await?;
     let tenant = &read.tenant;
     let fingerprint = match key {
         Some(key) => {
             let fp = idempotency::fingerprint(OP_TRANSITION, req)?;
             let prior: Option<TransitionOutcome> =
-                idempotency::check(read.prior.clone(), key, OP_TRANSITION, &fp)?;
+                idempotency::check(read.prior.take(), key, OP_TRANSITION, &fp)?;
             if let Some(mut prior) = prior {
                 prior.replayed = true;
                 return Ok(prior);
@@ -409,10 +409,14 @@ async fn write_plan(
     let hold_flags: Vec<&str> = plan.hold.iter().map(|h| h.restriction.as_str()).collect();
     let action_names: Vec<&str> = plan.actions.iter().map(|a| a.action.as_str()).collect();
     let action_due: Vec<DateTime<Utc>> = plan.actions.iter().map(|a| a.due_at).collect();
-    let action_jobs: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
-    // Every write of the plan in one statement (one round trip). The lifted and the held sources
-    // never overlap: a plan lifts other sources than the one its own holds are taken under.
-    // Foreign keys between these rows are checked at the end of the statement, when all exist.
+    let action_job_ids: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    // Every write of the plan in one statement (one round trip). The rows hang off `recorded`,
+    // which is written only if the tenant was still at the version read under the lock. The
+    // lifted and the held sources never overlap: a plan lifts other sources than the one its own
+    // holds are taken under. Foreign keys between these rows are checked at the end of the
+    // statement, when all exist. (A superseded downgrade is cancelled by the statement before:
+    // here, whether its row or the new pending one counted first for the one-pending-per-tenant
+    // index would depend on the order PostgreSQL runs the WITH items in.)
     let q = sqlx::query(concat!(
         "WITH bumped AS (
             UPDATE tenant_entitlements
@@ -430,21 +434,22 @@ async fn write_plan(
             DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = ANY($17::text[])),
          held AS (
             INSERT INTO tenant_restrictions (tenant_id, source, restriction, transition_id, created_at)
-            SELECT $1, s, r, $3, $2 FROM unnest($18::text[], $19::text[]) AS t(s, r)
+            SELECT $1, s, r, $3, $2 FROM unnest($18::text[], $19::text[]) AS t(s, r), recorded
             ON CONFLICT DO NOTHING),
          acted AS (
             INSERT INTO transition_actions (transition_id, action, tenant_id, due_at, job_id)
-            SELECT $3, a, $1, d, j FROM unnest($20::text[], $21::timestamptz[], $22::text[]) AS t(a, d, j)),
+            SELECT $3, a, $1, d, j
+              FROM unnest($20::text[], $21::timestamptz[], $22::text[]) AS t(a, d, j), recorded),
          queued AS (",
         tierflow_queue::insert_jobs!("$23", "$24", "$25", "$26", "$27", "$28", "$29"),
         "),
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($1, $2, $30, $31, $32, $33, $34, $35, $36)),
+        ") SELECT $1, $2, $30, $31, $32, $33, $34, $35, $36 FROM recorded),
          remembered AS (
             INSERT INTO idempotency_keys (tenant_id, idempotency_key, operation, fingerprint, response, created_at)
-            SELECT $1, $16, $37, $38, $39, $2 WHERE $39::jsonb IS NOT NULL)
+            SELECT $1, $16, $37, $38, $39, $2 FROM recorded WHERE $39::jsonb IS NOT NULL)
          SELECT (SELECT tenant_version FROM recorded), (SELECT count(*) FROM queued)"
     ))
     .bind(tenant_id.as_str())
@@ -468,7 +473,7 @@ async fn write_plan(
     .bind(&hold_flags)
     .bind(&action_names)
     .bind(&action_due)
-    .bind(&action_jobs);
+    .bind(&action_job_ids);
     let row = audit
         .bind_own(job_rows.bind(q))
         .bind(OP_TRANSITION)
@@ -477,10 +482,18 @@ async fn write_plan(
         .fetch_one(&mut *conn)
         .await?;
     let (written_version, queued): (Option<i64>, i64) = (row.try_get(0)?, row.try_get(1)?);
-    if written_version != Some(version) || queued != job_rows.len() as i64 {
+    if written_version != Some(version) {
         return Err(StoreError::Corrupt(format!(
-            "transition {} of tenant '{tenant_id}': wrote version {written_version:?} \
-             (expected {version}) and {queued} of {} jobs (the rest already existed)",
+            "transition {} of tenant '{tenant_id}' not written: the tenant was not at version {} \
+             under its lock (a writer changed it without the lock)",
+            plan.transition_id,
+            version - 1
+        )));
+    }
+    if queued != job_rows.len() as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "transition {} of tenant '{tenant_id}': {queued} of its {} jobs written, the rest \
+             already existed",
             plan.transition_id,
             job_rows.len()
         )));
@@ -540,6 +553,8 @@ fn action_jobs(
 }
 
 /// Cancels a pending downgrade: its row, its holds, its scheduled actions and not-yet-run jobs.
+/// The caller bumps the tenant's version in the same transaction (as every change under the
+/// tenant lock must: [`tenants::lock_for_change`] relies on it).
 async fn cancel_pending(
     conn: &mut PgConnection,
     w: &Write<'_>,
