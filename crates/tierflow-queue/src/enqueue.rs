@@ -6,7 +6,7 @@
 //! caller's own rows. Each call is one statement, whatever the number of jobs.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use ulid::Ulid;
 
 use crate::{JobKey, JobState, NewJob, QueueError};
@@ -36,12 +36,12 @@ pub struct CancelledJob {
 /// time.
 #[macro_export]
 macro_rules! insert_jobs {
-    ($ids:literal, $kinds:literal, $payloads:literal, $attempts:literal, $run_ats:literal, $prios:literal, $keys:literal) => {
+    ($ids:literal, $kinds:literal, $payloads:literal, $max_attempts:literal, $run_ats:literal, $prios:literal, $keys:literal) => {
         concat!(
             "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
              SELECT id, job_type, job, 'Pending', 0, max_attempts, run_at, priority, key
                FROM unnest(", $ids, "::text[], ", $kinds, "::text[], ", $payloads, "::bytea[], ",
-            $attempts, "::int[], ", $run_ats, "::timestamptz[], ", $prios, "::int[], ", $keys, "::text[])
+            $max_attempts, "::int[], ", $run_ats, "::timestamptz[], ", $prios, "::int[], ", $keys, "::text[])
                  AS t(id, job_type, job, max_attempts, run_at, priority, key)
              ON CONFLICT (job_type, idempotency_key) DO NOTHING
              RETURNING id, job_type, idempotency_key, run_at"
@@ -56,7 +56,7 @@ pub struct JobRows {
     ids: Vec<String>,
     kinds: Vec<&'static str>,
     payloads: Vec<Vec<u8>>,
-    attempts: Vec<i32>,
+    max_attempts: Vec<i32>,
     run_ats: Vec<DateTime<Utc>>,
     prios: Vec<i32>,
     keys: Vec<Option<String>>,
@@ -70,7 +70,7 @@ impl JobRows {
             rows.ids.push(Ulid::new().to_string());
             rows.kinds.push(j.kind);
             rows.payloads.push(j.payload);
-            rows.attempts.push(j.max_attempts);
+            rows.max_attempts.push(j.max_attempts);
             rows.run_ats.push(j.run_at);
             rows.prios.push(j.priority);
             rows.keys.push(j.key);
@@ -104,14 +104,14 @@ impl JobRows {
         q.bind(&self.ids)
             .bind(&self.kinds)
             .bind(&self.payloads)
-            .bind(&self.attempts)
+            .bind(&self.max_attempts)
             .bind(&self.run_ats)
             .bind(&self.prios)
             .bind(&self.keys)
     }
 
-    /// Counts the written jobs in `tierflow_jobs_enqueued_total`; call it once the statement
-    /// that wrote them has succeeded.
+    /// Counts every job of the batch in `tierflow_jobs_enqueued_total`; call it once the
+    /// statement that wrote them has succeeded and wrote them all.
     pub fn count_enqueued(&self) {
         for kind in &self.kinds {
             metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => *kind).increment(1);
@@ -129,17 +129,15 @@ pub async fn enqueue(
         return Ok(Vec::new());
     }
     let rows = JobRows::new(jobs);
-    let written: Vec<(String, String, Option<String>, DateTime<Utc>)> =
-        sqlx::query_as(insert_jobs!("$1", "$2", "$3", "$4", "$5", "$6", "$7"))
-            .bind(&rows.ids)
-            .bind(&rows.kinds)
-            .bind(&rows.payloads)
-            .bind(&rows.attempts)
-            .bind(&rows.run_ats)
-            .bind(&rows.prios)
-            .bind(&rows.keys)
-            .fetch_all(conn)
-            .await?;
+    let written = rows
+        .bind(sqlx::query(insert_jobs!(
+            "$1", "$2", "$3", "$4", "$5", "$6", "$7"
+        )))
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect::<Result<Vec<(String, String, Option<String>, DateTime<Utc>)>, sqlx::Error>>()?;
     for (_, kind, _, _) in &written {
         metrics::counter!(crate::metrics::JOBS_ENQUEUED, "kind" => kind.clone()).increment(1);
     }
@@ -235,15 +233,13 @@ pub async fn cancel_by_keys(
         return Ok(Vec::new());
     }
     let batch = CancelKeys::new(keys, reason);
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as(cancel_jobs!("$1", "$2", "$3", "$4", "$5"))
-            .bind(&batch.kinds)
-            .bind(&batch.keys)
-            .bind(JobState::Cancelled.as_str())
-            .bind(&batch.reason)
-            .bind(JobState::not_started().to_vec())
-            .fetch_all(conn)
-            .await?;
+    let rows = batch
+        .bind(sqlx::query(cancel_jobs!("$1", "$2", "$3", "$4", "$5")))
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<(String, String, String)>, sqlx::Error>>()?;
     count_cancelled(rows.iter().map(|(_, kind, _)| kind.as_str()));
     Ok(rows
         .into_iter()

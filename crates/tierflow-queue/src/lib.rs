@@ -14,7 +14,8 @@
 //! # Layout
 //! - [`job`] — the [`Job`] trait a payload implements (kind name, attempts) and [`NewJob`].
 //! - [`enqueue`] — [`enqueue()`] and [`cancel_by_keys`], both on the caller's connection, so
-//!   they join the caller's transaction.
+//!   they join the caller's transaction; and [`insert_jobs!`] + [`JobRows`], [`cancel_jobs!`] +
+//!   [`CancelKeys`], for a caller that writes or cancels jobs inside a statement of its own.
 //! - [`state`] — the job states stored in `apalis.jobs.status`.
 //! - [`fleet`] — a worker process's runtime: per kind a [`producer`] (claims due jobs, woken by
 //!   the [`notifier`], with a polling floor) feeding an apalis worker whose [`executor`] runs the
