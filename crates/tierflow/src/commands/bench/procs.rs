@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 
 use anyhow::{Context as _, bail};
 
@@ -19,7 +19,9 @@ pub struct Workers {
 
 struct Proc {
     child: Child,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Reads the process's stderr to its end (or the process would block on a full pipe) and
+    /// returns the last lines.
+    stderr: Option<JoinHandle<VecDeque<String>>>,
     /// Set once the process is known to have exited.
     exited: Option<ExitStatus>,
 }
@@ -27,8 +29,11 @@ struct Proc {
 impl Workers {
     /// Starts `n` processes with concurrency `c` against `url`.
     pub fn start(url: &str, n: usize, c: usize) -> anyhow::Result<Workers> {
-        let exe = std::env::current_exe()?;
-        let mut procs = Vec::with_capacity(n);
+        let exe = std::env::current_exe().context("find the tierflow executable")?;
+        // Built one by one, so that the ones already started are stopped if a later one fails.
+        let mut workers = Workers {
+            procs: Vec::with_capacity(n),
+        };
         for i in 0..n {
             let mut child = Command::new(&exe)
                 .arg("bench-worker")
@@ -39,29 +44,18 @@ impl Workers {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .context("start a bench-worker process")?;
-            let stderr = Arc::new(Mutex::new(VecDeque::new()));
-            if let Some(pipe) = child.stderr.take() {
-                let tail = stderr.clone();
-                // Read to the end, or the process would block on a full pipe.
-                std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        if let Ok(mut t) = tail.lock() {
-                            if t.len() == TAIL {
-                                t.pop_front();
-                            }
-                            t.push_back(line);
-                        }
-                    }
-                });
-            }
-            procs.push(Proc {
+                .with_context(|| format!("start bench-worker {i}"))?;
+            let stderr = child
+                .stderr
+                .take()
+                .map(|pipe| std::thread::spawn(move || last_lines(pipe)));
+            workers.procs.push(Proc {
                 child,
                 stderr,
                 exited: None,
             });
         }
-        Ok(Workers { procs })
+        Ok(workers)
     }
 
     /// Fails if a process has exited on its own, with its status and last stderr lines.
@@ -70,16 +64,22 @@ impl Workers {
             if p.exited.is_some() {
                 continue;
             }
-            if let Some(status) = p.child.try_wait()? {
+            let status = p
+                .child
+                .try_wait()
+                .with_context(|| format!("check on bench-worker {i}"))?;
+            if let Some(status) = status {
                 p.exited = Some(status);
+                // The pipe is closed: the reader ends once it has read the last line.
                 let tail = p
                     .stderr
-                    .lock()
-                    .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+                    .take()
+                    .and_then(|r| r.join().ok())
+                    .map(|t| t.into_iter().collect::<Vec<_>>().join("\n"))
                     .unwrap_or_default();
                 bail!(
                     "bench-worker {i} exited ({status}) before its jobs were done; its last \
-                     output:\n{tail}\n(is the database out of connection slots? see max_connections)"
+                     output:\n{tail}"
                 );
             }
         }
@@ -116,6 +116,19 @@ impl Workers {
 pub fn terminate(child: &mut Child) {
     sigterm(child);
     let _ = child.wait();
+}
+
+/// The last [`TAIL`] lines of a process's stderr, read to its end (bytes that are not UTF-8 are
+/// replaced, not a reason to stop reading).
+fn last_lines(pipe: ChildStderr) -> VecDeque<String> {
+    let mut tail = VecDeque::with_capacity(TAIL);
+    for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(&line).into_owned());
+    }
+    tail
 }
 
 fn sigterm(child: &Child) {
