@@ -121,12 +121,18 @@ pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<
 /// commit reaches disk, both are lost and the job simply runs again (its events carry the same
 /// ids, so receivers de-duplicate). It saves the WAL flush that otherwise caps the fleet at one
 /// fsync per job. API requests, which callers see acknowledged, keep synchronous commit.
+///
+/// It also switches `tx` to generic plans for the handler's prepared statements: PostgreSQL's
+/// default kept planning a handler's large statements (a lock over three tables, a write with
+/// several `WITH` items) anew on every execution, though each looks rows up by key or by a
+/// literal status, which one generic plan serves.
 pub async fn fence(tx: &mut PgConnection, lease: &Lease) -> Result<bool, QueueError> {
     let held: Option<String> = sqlx::query_scalar(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = '{\"Ok\": \"done\"}'
           WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
-         RETURNING set_config('synchronous_commit', 'off', true)",
+         RETURNING set_config('synchronous_commit', 'off', true),
+                   set_config('plan_cache_mode', 'force_generic_plan', true)",
     )
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())
