@@ -264,21 +264,7 @@ async fn action_waiting_on_a_cancelling_upgrade_sees_the_cancellation() {
             out
         })
     };
-    tierflow_testdb::wait_until(
-        std::time::Duration::from_secs(10),
-        "the job to wait for the tenant lock",
-        || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(f.pool())
-            .await
-            .unwrap();
-            (waiting == 1).then_some(())
-        },
-    )
-    .await;
+    f.wait_for_one_lock_waiter("the job").await;
     upgrade.commit().await.unwrap();
     match job.await.unwrap() {
         ActionOutcome::NoOp { reason } => assert!(reason.contains("cancelled"), "{reason}"),

@@ -448,21 +448,7 @@ async fn request_waiting_for_the_tenant_lock_sees_what_it_waited_for() {
             tierflow_store::submit_transition(&pool, &ctx, to_tier("acme", "enterprise", 0)).await
         })
     };
-    tierflow_testdb::wait_until(
-        std::time::Duration::from_secs(10),
-        "the upgrade to wait for the tenant lock",
-        || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(f.pool())
-            .await
-            .unwrap();
-            (waiting == 1).then_some(())
-        },
-    )
-    .await;
+    f.wait_for_one_lock_waiter("the upgrade").await;
     downgrade.commit().await.unwrap();
     let out = upgrade.await.unwrap().unwrap();
     assert_eq!(

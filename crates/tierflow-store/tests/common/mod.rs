@@ -108,6 +108,26 @@ impl Fixture {
         out
     }
 
+    /// Waits until one session of this database is waiting for a row lock (`who`, in the
+    /// timeout's message, says which).
+    pub async fn wait_for_one_lock_waiter(&self, who: &str) {
+        tierflow_testdb::wait_until(
+            std::time::Duration::from_secs(10),
+            &format!("{who} to wait for the tenant lock"),
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(self.pool())
+                .await
+                .unwrap();
+                (waiting == 1).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// `(job_type, status, run_at)` of every queued job, ordered by run_at then kind.
     pub async fn jobs(&self) -> Vec<(String, String, DateTime<Utc>)> {
         sqlx::query_as("SELECT job_type, status, run_at FROM apalis.jobs ORDER BY run_at, job_type")
