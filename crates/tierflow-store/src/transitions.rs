@@ -110,9 +110,9 @@ pub async fn submit_transition(
 /// write with eight data-modifying `WITH` items over parameter arrays), and PostgreSQL's default
 /// (`plan_cache_mode = auto`) kept choosing a custom plan for them — planning them anew on every
 /// execution. Every lookup in them is by key or by a literal status, so one generic plan serves
-/// every request: the HTTP section of `tierflow bench --only enqueue` went from 1,091–1,217 to
-/// 1,618–1,689 requests/s, p99 32–39 → 22 ms. (`request_transition` joins a caller's
-/// transaction and leaves its settings alone.)
+/// every request: the HTTP section of `tierflow bench --only enqueue` went from 1,260–1,284 to
+/// 1,437–1,485 requests/s in alternating runs (docs/performance.md). (`request_transition` joins
+/// a caller's transaction and leaves its settings alone.)
 const BEGIN_GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// Runs the request in `tx` (a transaction or a savepoint), counts its outcome, and commits it
