@@ -98,12 +98,7 @@ async fn grace_period_fast_forwarded_applies_the_downgrade_once() {
 async fn enforcement_actions_run_once() {
     let f = Fixture::new().await;
     f.provision("acme", "professional").await;
-    let id = f
-        .request(to_tier("acme", "starter", 3600))
-        .await
-        .unwrap()
-        .transition
-        .id;
+    let id = f.downgrade("acme", "starter", 3600).await;
     for a in [Action::VoiceDisable, Action::SlaFreeze] {
         assert!(matches!(
             run(&f, "acme", id, a).await,
@@ -131,12 +126,7 @@ async fn enforcement_actions_run_once() {
 async fn cancelled_downgrade_never_applies() {
     let f = Fixture::new().await;
     f.provision("acme", "professional").await;
-    let id = f
-        .request(to_tier("acme", "starter", 60))
-        .await
-        .unwrap()
-        .transition
-        .id;
+    let id = f.downgrade("acme", "starter", 60).await;
     let mut conn = f.pool().acquire().await.unwrap();
     let cancelled =
         transitions::cancel_transition(&mut conn, &f.ctx, &tid("acme"), id, &actor(), None)
@@ -242,12 +232,7 @@ async fn zero_grace_downgrade_applies_at_once() {
 async fn action_waiting_on_a_cancelling_upgrade_sees_the_cancellation() {
     let f = Fixture::new().await;
     f.provision("acme", "professional").await;
-    let id = f
-        .request(to_tier("acme", "starter", 3600))
-        .await
-        .unwrap()
-        .transition
-        .id;
+    let id = f.downgrade("acme", "starter", 3600).await;
     // The upgrade holds the tenant lock, not yet committed.
     let mut upgrade = f.pool().begin().await.unwrap();
     tierflow_store::request_transition(&mut upgrade, &f.ctx, to_tier("acme", "enterprise", 0))

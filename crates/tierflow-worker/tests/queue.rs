@@ -96,6 +96,19 @@ async fn push<J: Job>(pool: &PgPool, job: &J) -> String {
 }
 
 /// `(status, attempts, lock_by, last error)` of a job.
+/// Waits (up to 20 s) until every job in the table is `Done`; `what` names the wait.
+async fn wait_all_done(pool: &PgPool, what: &str) {
+    wait_until(Duration::from_secs(20), what, || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
 async fn row(pool: &PgPool, id: &str) -> (String, i32, Option<String>, Option<String>) {
     sqlx::query_as(
         "SELECT status, attempts, lock_by, last_result->>'Err' FROM apalis.jobs WHERE id = $1",
@@ -393,15 +406,7 @@ async fn wakeups_are_never_lost() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(i % 7)).await;
     }
-    wait_until(Duration::from_secs(20), "all jobs to finish", || async {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
+    wait_all_done(pool, "all jobs to finish").await;
     let worst: f64 = sqlx::query_scalar(
         "SELECT max(extract(epoch FROM lock_at - run_at))::float8 FROM apalis.jobs",
     )
@@ -474,15 +479,7 @@ async fn standalone_jobs_are_completed_in_batches() {
     enqueue(&mut conn, jobs).await.unwrap();
     drop(conn);
     let running = start(fleet(pool, config));
-    wait_until(Duration::from_secs(20), "every tally job done", || async {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
+    wait_all_done(pool, "every tally job done").await;
     running.stop().await;
     let (wrong, retried, held, statements): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE last_result->>'Ok' <> 'tally ' || (convert_from(job, 'UTF8')::jsonb->>'n')),

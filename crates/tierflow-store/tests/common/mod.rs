@@ -63,6 +63,21 @@ impl Fixture {
         .unwrap()
     }
 
+    /// Moves `tenant` (already provisioned) to `tier` with `grace_secs` of grace, committed;
+    /// returns the transition's id.
+    pub async fn downgrade(
+        &self,
+        tenant: &str,
+        tier: &str,
+        grace_secs: i64,
+    ) -> tierflow_domain::ids::TransitionId {
+        self.request(to_tier(tenant, tier, grace_secs))
+            .await
+            .unwrap()
+            .transition
+            .id
+    }
+
     /// Requests a transition in its own committed transaction.
     pub async fn request(&self, req: TransitionRequest) -> Result<TransitionOutcome, StoreError> {
         let mut tx = self.pool().begin().await.unwrap();
