@@ -11,6 +11,7 @@
 //! parallel test processes build it once and never clone a half-migrated one.
 
 pub mod private;
+pub mod proxy;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `timeout`: what
 /// tests use instead of sleeping.
