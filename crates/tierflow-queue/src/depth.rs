@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::QueueError;
+use crate::maintenance::elector::{Fence, lead_cte};
 use crate::metrics::{OLDEST_DUE_AGE, QUEUE_JOBS, SAMPLED_AT};
 
 /// How often the leader samples and every process refreshes its gauges.
@@ -32,8 +33,8 @@ pub const DEPTH_SQL: &str = "SELECT job_type,
   WHERE status IN ('Pending', 'Failed', 'Running', 'Dead')
   GROUP BY 1, 2";
 
-/// Samples depth (leader only) and stores it for every process to read.
-pub async fn sample(pool: &PgPool, kinds: &[&str]) -> Result<(), QueueError> {
+/// Samples depth (leader only, under its `fence`) and stores it for every process to read.
+pub async fn sample(pool: &PgPool, kinds: &[&str], fence: &Fence) -> Result<(), QueueError> {
     let rows: Vec<(String, String, f64, Option<f64>)> =
         sqlx::query_as(DEPTH_SQL).fetch_all(pool).await?;
     let mut metrics = Vec::new();
@@ -61,19 +62,34 @@ pub async fn sample(pool: &PgPool, kinds: &[&str]) -> Result<(), QueueError> {
     for (kind, age) in oldest {
         metrics.push((OLDEST_DUE_AGE, serde_json::json!({"kind": kind}), age));
     }
-    let names: Vec<&str> = metrics.iter().map(|m| m.0).collect();
-    let labels: Vec<serde_json::Value> = metrics.iter().map(|m| m.1.clone()).collect();
-    let values: Vec<f64> = metrics.iter().map(|m| m.2).collect();
-    sqlx::query(
-        "INSERT INTO tierflow_samples (metric, labels, value, sampled_at)
-         SELECT m, l, v, now() FROM unnest($1::text[], $2::jsonb[], $3::float8[]) AS t(m, l, v)
-         ON CONFLICT (metric, labels) DO UPDATE SET value = EXCLUDED.value, sampled_at = EXCLUDED.sampled_at",
-    )
-    .bind(&names)
-    .bind(&labels)
-    .bind(&values)
-    .execute(pool)
-    .await?;
+    store(pool, fence, &metrics).await
+}
+
+/// Stores samples `(metric, labels, value)` for every process to read, under the leader's
+/// `fence` (a deposed leader's late sample changes nothing).
+pub async fn store(
+    pool: &PgPool,
+    fence: &Fence,
+    samples: &[(&str, serde_json::Value, f64)],
+) -> Result<(), QueueError> {
+    let names: Vec<&str> = samples.iter().map(|m| m.0).collect();
+    let labels: Vec<serde_json::Value> = samples.iter().map(|m| m.1.clone()).collect();
+    let values: Vec<f64> = samples.iter().map(|m| m.2).collect();
+    let query = sqlx::query(concat!(
+        "WITH ",
+        lead_cte!(),
+        " INSERT INTO tierflow_samples (metric, labels, value, sampled_at)
+         SELECT m, l, v, now() FROM unnest($4::text[], $5::jsonb[], $6::float8[]) AS t(m, l, v)
+          WHERE EXISTS (SELECT 1 FROM lead)
+         ON CONFLICT (metric, labels) DO UPDATE SET value = EXCLUDED.value, sampled_at = EXCLUDED.sampled_at"
+    ));
+    fence
+        .bind_query(query)
+        .bind(&names)
+        .bind(&labels)
+        .bind(&values)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
 
 use crate::completer::{CompleterHandle, Completion};
-use crate::lease::{self, Claimed, Failed, Lease};
+use crate::lease::{self, Attempt, Claimed, Failed, Lease};
 use crate::{Job, QueueError};
 
 /// What a handler did with a job it was given.
@@ -47,14 +47,30 @@ pub enum JobError {
     /// Never retry: the job is dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// The job could not do its work yet: it waited longer than its `lock_timeout` for a row
+    /// another session holds. Retried after [`CONTENDED_RETRY`], without spending an attempt, so
+    /// contention never makes a job dead.
+    #[error("{0}")]
+    Contended(String),
+}
+
+/// How long a [`JobError::Contended`] job waits before it is tried again.
+pub const CONTENDED_RETRY: Duration = Duration::from_secs(1);
+
+/// What a transactional handler works with: the job's transaction, which holds its row, and the
+/// database's time in it — the clock every guard ("is the grace over?") and every timestamp the
+/// job writes must use, whatever the worker host's clock says.
+pub struct JobTx<'a> {
+    pub conn: &'a mut PgConnection,
+    pub now: DateTime<Utc>,
 }
 
 /// The future a handler returns; it borrows the transaction and the shared state.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send + 'a>>;
 
-/// A transactional handler: a plain function from a decoded payload, the job's transaction and
-/// the shared state.
-pub type HandlerFn<J, S> = for<'a> fn(J, &'a mut PgConnection, &'a S) -> HandlerFuture<'a>;
+/// A transactional handler: a plain function from a decoded payload, the job's transaction (with
+/// the database's time) and the shared state.
+pub type HandlerFn<J, S> = for<'a> fn(J, JobTx<'a>, &'a S) -> HandlerFuture<'a>;
 
 /// A standalone handler: a plain function from a decoded payload and the shared state.
 pub type StandaloneFn<J, S> = for<'a> fn(J, &'a S) -> HandlerFuture<'a>;
@@ -103,7 +119,7 @@ pub(crate) trait KindRunner<S>: Send + Sync {
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
-        tx: Option<&'a mut PgConnection>,
+        tx: Option<JobTx<'a>>,
         state: &'a S,
     ) -> HandlerFuture<'a>;
 }
@@ -132,7 +148,7 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
-        tx: Option<&'a mut PgConnection>,
+        tx: Option<JobTx<'a>>,
         state: &'a S,
     ) -> HandlerFuture<'a> {
         let job = match serde_json::from_slice::<J>(payload) {
@@ -157,6 +173,8 @@ pub(crate) struct Executor<S> {
     pub state: Arc<S>,
     pub runner: Arc<dyn KindRunner<S>>,
     pub completer: CompleterHandle,
+    /// `lock_timeout` of the job's transaction.
+    pub lock_timeout: Duration,
 }
 
 impl<S: Send + Sync + 'static> Executor<S> {
@@ -223,13 +241,15 @@ impl<S: Send + Sync + 'static> Executor<S> {
         payload: &[u8],
     ) -> Result<Result<RunResult, JobError>, RunError> {
         let mut tx = self.pool.begin().await.map_err(QueueError::from)?;
-        // The fence also marks the job done and switches this transaction to asynchronous commit
-        // (see `lease::fence`).
-        if !lease::fence(&mut tx, lease).await? {
+        // The fence also marks the job done, sets this transaction's commit mode and timeouts,
+        // and reads the database's time (see `lease::fence`).
+        let timeout = self.runner.timeout();
+        let Some(now) = lease::fence(&mut tx, lease, self.lock_timeout, timeout).await? else {
             return Err(RunError::LeaseLost);
-        }
-        let call = self.runner.call(payload, Some(&mut tx), &self.state);
-        let result = guarded(self.runner.timeout(), call).await;
+        };
+        let job_tx = JobTx { conn: &mut tx, now };
+        let call = self.runner.call(payload, Some(job_tx), &self.state);
+        let result = guarded(timeout, call).await;
         // The fence marked the job done; a no-op keeps its reason, an early run goes back.
         let recorded = match result {
             Err(e) => return Err(RunError::Job(e)),
@@ -290,12 +310,18 @@ impl<S: Send + Sync + 'static> Executor<S> {
     /// Records a failed attempt, retrying the write while the database is unreachable; if it
     /// never gets through, the rescuer reclaims the job once its run time has passed.
     async fn record_failure(&self, lease: &Lease, e: JobError, elapsed: f64) -> RunResult {
-        let permanent = matches!(e, JobError::Permanent(_));
-        let backoff = self.runner.backoff(lease.attempt);
+        let (attempt, backoff) = match e {
+            JobError::Permanent(_) => (Attempt::Permanent, Duration::ZERO),
+            JobError::Retry(_) => (Attempt::Counted, self.runner.backoff(lease.attempt)),
+            JobError::Contended(_) => (
+                Attempt::NotCounted,
+                CONTENDED_RETRY.mul_f64(0.8 + 0.4 * rand::random::<f64>()),
+            ),
+        };
         let message = e.to_string();
         let mut wait = Duration::from_millis(100);
         for _ in 0..8 {
-            match lease::fail(&self.pool, lease, &message, permanent, backoff).await {
+            match lease::fail(&self.pool, lease, &message, attempt, backoff).await {
                 Ok(Failed::Retrying { run_at }) => {
                     tracing::warn!(error = %message, elapsed, %run_at, "attempt failed; will retry");
                     return RunResult::Retrying;

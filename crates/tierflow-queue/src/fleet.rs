@@ -7,8 +7,17 @@
 //!                                                           │ channel, ≤ concurrency
 //!                                                           ▼
 //!                                apalis Worker(kind) ──▶ executor: fence · handler · complete (one tx)
-//! heartbeat ──▶ apalis.workers.last_seen      elector ──▶ rescuer, cleaner (one replica)
+//! heartbeat ──▶ apalis.workers (last_seen, jobs held)     elector ──▶ tierflow_leadership (lease)
+//!                                       rescuer, cleaner, sampler: each on its own schedule, leader only
 //! ```
+//!
+//! The heartbeat and the elector run on a small pool of their own (the liveness pool), so jobs
+//! that exhaust the job pool — waiting on a lock, say — cannot starve them and get a live worker
+//! declared dead or a live leader deposed.
+//!
+//! If a part ends on its own (a job runner, a producer, the heartbeat after a permanent error),
+//! the fleet stops as for a shutdown and says why in [`ShutdownReport::stopped_early`]: a process
+//! that runs no jobs must not look healthy.
 //!
 //! Shutdown, one log line per step: stop claiming; let in-flight jobs finish within the drain
 //! timeout; hand back whatever is still running after it; resign leadership; exit.
@@ -25,15 +34,24 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, Handler, HandlerFn, KindRunner, StandaloneFn, TypedRunner};
+use crate::heartbeat::Holdings;
 use crate::maintenance::cleaner::{self, CleanerConfig};
-use crate::maintenance::elector::Elector;
+use crate::maintenance::elector::{self, ElectorConfig};
 use crate::maintenance::rescuer::{self, RescuerConfig};
+use crate::maintenance::sampler::Samplers;
+use crate::maintenance::{Round, spawn_service};
 use crate::notifier::Notifier;
 use crate::producer::{Producer, ProducerBackend, ProducerConfig, run_job};
-use crate::{Job, completer, depth, heartbeat, lease};
+use crate::{Job, QueueError, completer, depth, heartbeat, lease};
 
 /// How long shutdown waits for the completer to write the last finished standalone jobs.
 const COMPLETER_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A job waits at most this long for a row lock before it is put back (see
+/// [`FleetConfig::lock_timeout`]); well under any job's timeout, long enough for a request's
+/// transaction to finish.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections of the liveness pool: the heartbeat and the elector.
+const LIVENESS_CONNECTIONS: u32 = 2;
 
 /// Fleet settings. Defaults are the named constants of each part.
 #[derive(Debug, Clone)]
@@ -45,6 +63,10 @@ pub struct FleetConfig {
     pub heartbeat_interval: Duration,
     pub rescuer: RescuerConfig,
     pub cleaner: CleanerConfig,
+    pub elector: ElectorConfig,
+    /// `lock_timeout` of a transactional job's transaction: a job that waits longer for a row
+    /// lock gives up and is retried shortly, without spending an attempt.
+    pub lock_timeout: Duration,
     /// How long in-flight jobs may take to finish after a stop signal.
     pub drain_timeout: Duration,
 }
@@ -66,6 +88,8 @@ impl Default for FleetConfig {
                 dead_retention: cleaner::DEFAULT_DEAD_RETENTION,
                 interval: Duration::from_secs(60),
             },
+            elector: ElectorConfig::default(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -80,6 +104,10 @@ impl FleetConfig {
         if self.poll_interval.is_zero() || self.heartbeat_interval.is_zero() {
             return Err("poll and heartbeat intervals must be positive".into());
         }
+        if self.lock_timeout.is_zero() {
+            return Err("the job lock timeout must be positive".into());
+        }
+        self.elector.validate()?;
         self.rescuer.validate(self.heartbeat_interval)
     }
 }
@@ -90,11 +118,16 @@ pub struct ShutdownReport {
     /// Jobs this worker held but did not finish (claimed but not started, or still running at the
     /// drain timeout), handed back to the queue.
     pub handed_back: u64,
+    /// Set when the fleet stopped because a part of it ended on its own, not because it was told
+    /// to: what ended and why. The process should exit with an error.
+    pub stopped_early: Option<String>,
 }
 
 /// A worker process's job runtime, built with [`Fleet::register`] for every kind.
 pub struct Fleet<S> {
     pool: PgPool,
+    /// The heartbeat's and the elector's connections, apart from the jobs'.
+    liveness: PgPool,
     state: Arc<S>,
     config: FleetConfig,
     runners: Vec<Arc<dyn KindRunner<S>>>,
@@ -105,8 +138,13 @@ pub struct Fleet<S> {
 impl<S: Send + Sync + 'static> Fleet<S> {
     /// A fleet on `pool`, handing `state` to every handler.
     pub fn new(pool: PgPool, state: Arc<S>, config: FleetConfig) -> Self {
+        let liveness = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(LIVENESS_CONNECTIONS)
+            .acquire_timeout(config.heartbeat_interval.max(Duration::from_secs(1)))
+            .connect_lazy_with((*pool.connect_options()).clone());
         Self {
             pool,
+            liveness,
             state,
             config,
             runners: Vec::new(),
@@ -151,15 +189,32 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         self.worker_id.clone()
     }
 
-    /// Runs until `shutdown` completes, then stops in order (see the module doc).
+    /// Runs until `shutdown` completes — or a part of the fleet ends on its own — then stops in
+    /// order (see the module doc).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let kinds = self.kinds();
         let id = self.worker_id.clone();
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
-        let mut services = JoinSet::new();
+        // Parts whose end, before a shutdown, stops the fleet; each says how it ended.
+        let mut parts: JoinSet<String> = JoinSet::new();
 
-        self.register_until_reachable(&kinds, &stop_services).await;
+        tokio::pin!(shutdown);
+        // A stop signal ends the wait for the database too.
+        let registered = tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("stopped before the worker could register");
+                return ShutdownReport::default();
+            }
+            r = self.register_until_reachable(&kinds) => r,
+        };
+        if let Err(e) = registered {
+            tracing::error!(error = %e, "cannot register this worker; it will run no jobs");
+            return ShutdownReport {
+                handed_back: 0,
+                stopped_early: Some(format!("cannot register the worker: {e}")),
+            };
+        }
         tracing::info!(worker_id = %id, kinds = ?kinds, concurrency = self.config.concurrency, "worker started");
 
         for kind in &kinds {
@@ -167,6 +222,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 .set(self.config.concurrency as f64);
             metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => *kind).set(0.0);
         }
+        let holdings = Arc::new(Holdings::default());
         let mut wakers = HashMap::new();
         let mut workers = JoinSet::new();
         // The executors hold the only handles: the completer ends once they are all gone.
@@ -181,6 +237,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 state: self.state.clone(),
                 runner: runner.clone(),
                 completer: completer.clone(),
+                lock_timeout: self.config.lock_timeout,
             });
             let producer = Producer {
                 pool: self.pool.clone(),
@@ -192,10 +249,14 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 wake,
                 slots: Arc::new(Semaphore::new(self.config.concurrency)),
                 exec,
+                holdings: holdings.clone(),
                 out: tx,
                 stop: stop_claiming.clone(),
             };
-            services.spawn(producer.run());
+            parts.spawn(async move {
+                producer.run().await;
+                format!("the {kind} producer ended")
+            });
             let worker = WorkerBuilder::new(format!("{kind}@{id}"))
                 .backend(ProducerBackend { rx })
                 .build(run_job);
@@ -208,44 +269,56 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                     stop.cancelled().await;
                     Ok::<(), std::io::Error>(())
                 };
-                if let Err(e) = worker.run_until(signal).await {
-                    tracing::error!(kind, error = %e, "apalis worker ended with an error");
+                match worker.run_until(signal).await {
+                    Ok(()) => format!("the {kind} job runner ended"),
+                    Err(e) => format!("the {kind} job runner ended with an error: {e}"),
                 }
             });
         }
         drop(completer);
-        services.spawn(
-            Notifier {
-                pool: self.pool.clone(),
-                wakers,
-                stop: stop_services.clone(),
-            }
-            .run(),
-        );
-        services.spawn(heartbeat::run(
-            self.pool.clone(),
+        let notifier = Notifier {
+            pool: self.pool.clone(),
+            wakers,
+            stop: stop_services.clone(),
+        };
+        parts.spawn(async move {
+            notifier.run().await;
+            "the notification listener ended".to_owned()
+        });
+        parts.spawn(heartbeat::run(
+            self.liveness.clone(),
             id.clone(),
             kinds.clone(),
+            holdings,
             self.config.heartbeat_interval,
             stop_services.clone(),
         ));
-        services.spawn(depth::run_publisher(
+        let mut background = JoinSet::new();
+        background.spawn(depth::run_publisher(
             self.pool.clone(),
             depth::DEFAULT_INTERVAL,
             stop_services.clone(),
         ));
-        let maintenance = tokio::spawn(maintain(
-            self.pool.clone(),
-            self.config.clone(),
-            Samplers {
-                kinds: kinds.clone(),
-                sql: self.samplers.clone(),
-            },
+        let (leadership, elector_task) = elector::start(
+            self.liveness.clone(),
+            id.clone(),
+            self.config.elector.clone(),
             stop_services.clone(),
-        ));
+        );
+        self.spawn_maintenance(&mut background, leadership, &kinds, &stop_services);
 
-        shutdown.await;
-        tracing::info!("stopping: no new jobs will be claimed");
+        let stopped_early = tokio::select! {
+            _ = &mut shutdown => None,
+            Some(ended) = workers.join_next() => Some(ended.unwrap_or_else(|e| format!("a job runner failed: {e}"))),
+            Some(ended) = parts.join_next() => Some(ended.unwrap_or_else(|e| format!("a fleet task failed: {e}"))),
+        };
+        match &stopped_early {
+            None => tracing::info!("stopping: no new jobs will be claimed"),
+            Some(why) => tracing::error!(
+                reason = %why,
+                "a part of the worker stopped on its own; stopping the worker (no new jobs will be claimed)"
+            ),
+        }
         stop_claiming.cancel();
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
             while workers.join_next().await.is_some() {}
@@ -268,107 +341,109 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         }
         // Whatever this incarnation still holds never finished here: claimed but not started, or
         // cut off by the drain timeout. Hand it back so another replica runs it at once.
-        let report = ShutdownReport {
-            handed_back: lease::release_all(&self.pool, &id).await.unwrap_or_else(|e| {
+        let handed_back = lease::release_all(&self.pool, &id)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "could not hand back unfinished jobs; the rescuer will reclaim them");
                 0
-            }),
-        };
-        if report.handed_back > 0 {
-            tracing::info!(
-                handed_back = report.handed_back,
-                "unfinished jobs handed back to the queue"
-            );
+            });
+        if handed_back > 0 {
+            tracing::info!(handed_back, "unfinished jobs handed back to the queue");
         }
         stop_services.cancel();
-        let _ = maintenance.await;
-        while services.join_next().await.is_some() {}
+        let _ = elector_task.await;
+        while background.join_next().await.is_some() {}
+        while parts.join_next().await.is_some() {}
         tracing::info!(worker_id = %id, "worker stopped");
-        report
+        ShutdownReport {
+            handed_back,
+            stopped_early,
+        }
+    }
+
+    /// Starts the maintenance services, each on its own schedule; they act only while this
+    /// replica holds the lease.
+    fn spawn_maintenance(
+        &self,
+        set: &mut JoinSet<()>,
+        leadership: elector::Leadership,
+        kinds: &[&'static str],
+        stop: &CancellationToken,
+    ) {
+        let (pool, cfg) = (self.pool.clone(), self.config.rescuer.clone());
+        spawn_service(
+            set,
+            "rescuer",
+            leadership.clone(),
+            cfg.interval,
+            stop.clone(),
+            move |fence| {
+                let (pool, cfg) = (pool.clone(), cfg.clone());
+                async move {
+                    let out = rescuer::run_once(&pool, &cfg, &fence).await?;
+                    Ok(if (out.rescued + out.dead) as i64 >= cfg.batch_size {
+                        Round::MoreLeft
+                    } else {
+                        Round::Finished
+                    })
+                }
+            },
+        );
+        let (pool, cfg) = (self.pool.clone(), self.config.cleaner.clone());
+        spawn_service(
+            set,
+            "cleaner",
+            leadership.clone(),
+            cfg.interval,
+            stop.clone(),
+            move |fence| {
+                let (pool, cfg) = (pool.clone(), cfg.clone());
+                async move {
+                    let out = cleaner::run_once(&pool, &cfg, &fence).await?;
+                    Ok(if out.more {
+                        Round::MoreLeft
+                    } else {
+                        Round::Finished
+                    })
+                }
+            },
+        );
+        let pool = self.pool.clone();
+        let samplers = Arc::new(Samplers {
+            kinds: kinds.to_vec(),
+            sql: self.samplers.clone(),
+        });
+        spawn_service(
+            set,
+            "sampler",
+            leadership,
+            depth::DEFAULT_INTERVAL,
+            stop.clone(),
+            move |fence| {
+                let (pool, samplers) = (pool.clone(), samplers.clone());
+                async move {
+                    samplers.run_once(&pool, &fence).await?;
+                    Ok(Round::Finished)
+                }
+            },
+        );
     }
 
     /// Registers the incarnation, retrying while the database is unreachable (a worker started
-    /// before its database waits for it rather than crash-looping).
-    async fn register_until_reachable(&self, kinds: &[&'static str], stop: &CancellationToken) {
+    /// before its database waits for it rather than crash-looping). An error retrying cannot fix
+    /// (no such table, no privilege, bad credentials) is returned.
+    async fn register_until_reachable(&self, kinds: &[&'static str]) -> Result<(), QueueError> {
         let mut wait = Duration::from_millis(200);
         loop {
-            match heartbeat::register(&self.pool, &self.worker_id, kinds).await {
-                Ok(()) => return,
+            match heartbeat::register(&self.liveness, &self.worker_id, kinds).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot register the worker; waiting for the database")
                 }
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+            tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
-}
-
-/// What the leader samples for metrics.
-struct Samplers {
-    kinds: Vec<&'static str>,
-    sql: Vec<(&'static str, &'static str)>,
-}
-
-impl Samplers {
-    async fn run(&self, pool: &PgPool) {
-        if let Err(e) = depth::sample(pool, &self.kinds).await {
-            tracing::warn!(error = %e, "queue depth sampling failed");
-        }
-        for (metric, sql) in &self.sql {
-            let value: Result<f64, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(*sql))
-                .fetch_one(pool)
-                .await;
-            let stored = match value {
-                Ok(v) => sqlx::query(
-                    "INSERT INTO tierflow_samples (metric, labels, value, sampled_at) VALUES ($1, '{}', $2, now())
-                     ON CONFLICT (metric, labels) DO UPDATE SET value = EXCLUDED.value, sampled_at = EXCLUDED.sampled_at",
-                )
-                .bind(metric)
-                .bind(v)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = stored {
-                tracing::warn!(metric, error = %e, "sampling failed");
-            }
-        }
-    }
-}
-
-/// Runs the rescuer, the samplers and (less often) the cleaner while this replica leads.
-async fn maintain(pool: PgPool, config: FleetConfig, samplers: Samplers, stop: CancellationToken) {
-    let mut elector = Elector::new(pool.clone());
-    let mut tick = tokio::time::interval(config.rescuer.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_clean = tokio::time::Instant::now();
-    let mut last_sample: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if !elector.is_leader().await {
-            continue;
-        }
-        if let Err(e) = rescuer::run_once(&pool, &config.rescuer).await {
-            tracing::warn!(error = %e, "rescuer round failed");
-        }
-        if last_sample.is_none_or(|t| t.elapsed() >= depth::DEFAULT_INTERVAL) {
-            last_sample = Some(tokio::time::Instant::now());
-            samplers.run(&pool).await;
-        }
-        if last_clean.elapsed() >= config.cleaner.interval {
-            last_clean = tokio::time::Instant::now();
-            if let Err(e) = cleaner::run_once(&pool, &config.cleaner).await {
-                tracing::warn!(error = %e, "cleaner round failed");
-            }
-        }
-    }
-    elector.resign().await;
 }

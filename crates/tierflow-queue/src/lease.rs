@@ -110,36 +110,53 @@ pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<
 }
 
 /// Takes the job's row in `tx` if the lease still holds, and marks it `Done` there, before the
-/// handler runs. `false`: the job was rescued and belongs to someone else now; do nothing.
+/// handler runs. `None`: the job was rescued and belongs to someone else now; do nothing.
+/// `Some(now)`: the database's time in this transaction — the one clock a job's guards and
+/// timestamps read, so a worker host whose clock is off cannot run a job early or loop on it.
 ///
 /// Marking it done first saves the round trip of a separate completion: the mark commits only
 /// with the handler's effect (a handler error, a panic or a timeout rolls both back), and a
 /// handler that finds the job early overwrites it with [`reschedule_held`].
 ///
-/// In the same round trip it switches `tx` to asynchronous commit. That is safe because the job's
-/// domain effect and its completion commit together in `tx`: if PostgreSQL crashes before the
-/// commit reaches disk, both are lost and the job simply runs again (its events carry the same
-/// ids, so receivers de-duplicate). It saves the WAL flush that otherwise caps the fleet at one
-/// fsync per job. API requests, which callers see acknowledged, keep synchronous commit.
-///
-/// It also switches `tx` to generic plans for the handler's prepared statements: PostgreSQL's
-/// default kept planning a handler's large statements (a lock over three tables, a write with
-/// several `WITH` items) anew on every execution, though each looks rows up by key or by a
-/// literal status, which one generic plan serves.
-pub async fn fence(tx: &mut PgConnection, lease: &Lease) -> Result<bool, QueueError> {
-    let held: Option<String> = sqlx::query_scalar(
+/// In the same round trip it sets, for `tx` only:
+/// - asynchronous commit. That is safe because the job's domain effect and its completion commit
+///   together in `tx`: if PostgreSQL crashes before the commit reaches disk, both are lost and the
+///   job runs again — the worker no longer lists it as held, so the rescuer frees it within
+///   `rescue_after` (its events carry the same ids, so receivers de-duplicate). It saves the WAL
+///   flush that otherwise caps the fleet at one fsync per job. API requests, which callers see
+///   acknowledged, keep synchronous commit.
+/// - generic plans for the handler's prepared statements: PostgreSQL's default kept planning a
+///   handler's large statements anew on every execution, though each looks rows up by key or by
+///   a literal status, which one generic plan serves.
+/// - `lock_timeout` and `statement_timeout`: a job stuck behind another session's row lock gives
+///   up after `lock_timeout` and is retried ([`crate::JobError::Contended`]); no statement
+///   outlives the job's own timeout on the server, where a wait abandoned by the client would
+///   otherwise keep the job's row locked.
+pub async fn fence(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<Option<DateTime<Utc>>, QueueError> {
+    type Held = (DateTime<Utc>, String, String, String, String);
+    let held: Option<Held> = sqlx::query_as(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = '{\"Ok\": \"done\"}'
           WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
-         RETURNING set_config('synchronous_commit', 'off', true),
-                   set_config('plan_cache_mode', 'force_generic_plan', true)",
+         RETURNING now(),
+                   set_config('synchronous_commit', 'off', true),
+                   set_config('plan_cache_mode', 'force_generic_plan', true),
+                   set_config('lock_timeout', $4, true),
+                   set_config('statement_timeout', $5, true)",
     )
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())
     .bind(lease.attempt)
+    .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
+    .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
     .fetch_optional(tx)
     .await?;
-    Ok(held.is_some())
+    Ok(held.map(|(now, ..)| now))
 }
 
 /// Replaces the result of a job [`fence`]d in `tx` (a no-op's reason, for operators).
@@ -209,21 +226,33 @@ pub enum Failed {
     LeaseLost,
 }
 
+/// How [`fail`] treats the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// It counts: `Dead` after the last one.
+    Counted,
+    /// It failed for what retrying can fix: `Dead` at once.
+    Permanent,
+    /// It never got to do its work (it waited too long for a lock): retried, not counted.
+    NotCounted,
+}
+
 /// Records a failed attempt: `Failed` with `run_at = now + backoff` while attempts remain,
-/// `Dead` after the last one or at once when `permanent`.
+/// `Dead` after the last one or at once when permanent (see [`Attempt`]).
 pub async fn fail(
     pool: &PgPool,
     lease: &Lease,
     error: &str,
-    permanent: bool,
+    attempt: Attempt,
     backoff: Duration,
 ) -> Result<Failed, QueueError> {
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE apalis.jobs SET
-                status = CASE WHEN $4 OR attempts >= max_attempts THEN 'Dead' ELSE 'Failed' END,
-                run_at = CASE WHEN $4 OR attempts >= max_attempts THEN run_at
+                status = CASE WHEN $4 OR ($7 AND attempts >= max_attempts) THEN 'Dead' ELSE 'Failed' END,
+                run_at = CASE WHEN $4 OR ($7 AND attempts >= max_attempts) THEN run_at
                               ELSE now() + make_interval(secs => $5) END,
-                done_at = CASE WHEN $4 OR attempts >= max_attempts THEN now() END,
+                done_at = CASE WHEN $4 OR ($7 AND attempts >= max_attempts) THEN now() END,
+                attempts = CASE WHEN $7 THEN attempts ELSE attempts - 1 END,
                 lock_by = NULL, lock_at = NULL,
                 last_result = jsonb_build_object('Err', $6::text)
           WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
@@ -232,9 +261,10 @@ pub async fn fail(
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())
     .bind(lease.attempt)
-    .bind(permanent)
+    .bind(attempt == Attempt::Permanent)
     .bind(backoff.as_secs_f64())
     .bind(error)
+    .bind(attempt != Attempt::NotCounted)
     .fetch_optional(pool)
     .await?;
     Ok(match row {

@@ -21,7 +21,7 @@
 //!   the [`notifier`], with a polling floor) feeding an apalis worker whose [`executor`] runs the
 //!   handler and records the outcome through [`lease`] (fenced) — a standalone kind's success
 //!   through the batching [`completer`]; plus the [`heartbeat`] and the
-//!   [`maintenance`] services (elector, rescuer, cleaner).
+//!   [`maintenance`] services (elector lease, rescuer, cleaner, sampler), each on its own schedule.
 //! - [`retry`] — exponential backoff with jitter.
 //! - [`metrics`], [`depth`] — metric names and recording; queue depth sampled once per fleet.
 //! - [`admin`] — what operators do: stats, list, dead jobs, re-drive, cancel.
@@ -50,7 +50,7 @@ pub use enqueue::{
     CancelKeys, CancelledJob, EnqueuedJob, JobRows, cancel_by_keys, count_cancelled, enqueue,
 };
 pub use error::QueueError;
-pub use executor::{HandlerFuture, JobError, Outcome};
+pub use executor::{CONTENDED_RETRY, HandlerFuture, JobError, JobTx, Outcome};
 pub use fleet::{Fleet, FleetConfig};
 pub use job::{Job, JobKey, NewJob};
 pub use state::JobState;

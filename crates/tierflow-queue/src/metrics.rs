@@ -23,6 +23,8 @@ pub const WORKER_BUSY: &str = "tierflow_worker_busy_slots";
 pub const QUEUE_JOBS: &str = "tierflow_queue_jobs";
 /// Age of the oldest due job, by kind, sampled from the database.
 pub const OLDEST_DUE_AGE: &str = "tierflow_queue_oldest_due_age_seconds";
+/// 1 while this process holds the maintenance lease, else 0.
+pub const LEADER: &str = "tierflow_maintenance_leader";
 /// When the database sample was taken (unix seconds): alert when it goes stale.
 pub const SAMPLED_AT: &str = "tierflow_queue_sampled_timestamp_seconds";
 
@@ -46,6 +48,10 @@ pub fn describe() {
     describe_gauge!(
         QUEUE_JOBS,
         "Jobs by kind and state, sampled from the database."
+    );
+    describe_gauge!(
+        LEADER,
+        "1 while this process leads queue maintenance (holds the lease)."
     );
     describe_gauge!(OLDEST_DUE_AGE, Unit::Seconds, "Age of the oldest due job.");
     describe_gauge!(

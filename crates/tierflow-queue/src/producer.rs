@@ -27,13 +27,16 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::RunResult;
+use crate::heartbeat::{HoldGuard, Holdings};
 use crate::lease::{self, Claimed};
 
-/// One claimed job on its way to the worker, holding its slot until it finishes.
+/// One claimed job on its way to the worker, holding its slot and its place in the heartbeat's
+/// list of held jobs until its outcome is recorded (or it is handed back).
 pub struct Run {
     pub(crate) claimed: Claimed,
     pub(crate) exec: Arc<dyn ErasedExecutor>,
     pub(crate) _slot: OwnedSemaphorePermit,
+    pub(crate) _hold: HoldGuard,
 }
 
 /// A kind's executor without its state type, so apalis sees one concrete task type.
@@ -53,8 +56,10 @@ pub(crate) async fn run_job(run: Run) {
         claimed,
         exec,
         _slot,
+        _hold,
     } = run;
     let result = exec.execute(claimed).await;
+    drop(_hold);
     tracing::debug!(?result, "job recorded");
 }
 
@@ -72,6 +77,7 @@ pub(crate) struct Producer {
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
     pub exec: Arc<dyn ErasedExecutor>,
+    pub holdings: Arc<Holdings>,
     pub out: mpsc::Sender<Run>,
     pub stop: CancellationToken,
 }
@@ -97,11 +103,19 @@ impl Producer {
                 Ok(claimed) => {
                     db_backoff = Duration::from_millis(100);
                     let got = claimed.len();
-                    for (claimed, slot) in claimed.into_iter().zip(slots.drain(..)) {
+                    // Held from here: the heartbeat lists these jobs from its next beat on.
+                    let held: Vec<_> = claimed
+                        .iter()
+                        .map(|c| self.holdings.hold(&c.lease.job_id))
+                        .collect();
+                    for ((claimed, slot), hold) in
+                        claimed.into_iter().zip(slots.drain(..)).zip(held)
+                    {
                         let run = Run {
                             claimed,
                             exec: self.exec.clone(),
                             _slot: slot,
+                            _hold: hold,
                         };
                         if self.out.send(run).await.is_err() {
                             return; // the worker is gone

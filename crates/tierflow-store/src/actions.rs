@@ -1,5 +1,9 @@
 //! What each job does to tierflow's state — exactly once, however often the job runs.
 //!
+//! Each takes `now` rather than reading the context's clock: in the worker it is the database's
+//! time in the job's transaction, the same clock that decided the job was due, so a worker host
+//! whose clock is behind cannot find a due job early (and loop on it) nor one ahead apply early.
+//!
 //! Each function runs in the caller's transaction — the job's own, which also records the job
 //! done, so the effect and the completion commit together — and the caller must roll it back on
 //! an error (the worker's executor does). Lock the tenant and read the guard in one statement,
@@ -45,15 +49,16 @@ fn no_op(reason: impl Into<String>) -> ActionOutcome {
 }
 
 /// Runs `voice_disable`, `sla_freeze` or `apply_downgrade` for a transition, in the caller's
-/// transaction.
+/// transaction, at `now`: the job's time, read from the database in that transaction (the worker)
+/// or from a test's clock.
 pub async fn run_transition_action(
     tx: &mut PgConnection,
     ctx: &Context,
+    now: DateTime<Utc>,
     tenant_id: &TenantId,
     transition_id: TransitionId,
     action: Action,
 ) -> Result<ActionOutcome, StoreError> {
-    let now = ctx.clock.now();
     #[derive(sqlx::FromRow)]
     struct Due {
         tier_id: String,
@@ -206,14 +211,15 @@ pub async fn run_transition_action(
     })
 }
 
-/// Runs `expire_override`, in the caller's transaction.
+/// Runs `expire_override`, in the caller's transaction, at `now` (as
+/// [`run_transition_action`]).
 pub async fn expire_override(
     tx: &mut PgConnection,
     ctx: &Context,
+    now: DateTime<Utc>,
     tenant_id: &TenantId,
     override_id: OverrideId,
 ) -> Result<ActionOutcome, StoreError> {
-    let now = ctx.clock.now();
     let tenant = tenants::lock(tx, tenant_id).await?;
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT status, expires_at FROM entitlement_overrides WHERE id = $1 AND tenant_id = $2 FOR UPDATE",

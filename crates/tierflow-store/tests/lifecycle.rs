@@ -17,7 +17,7 @@ async fn run(
 ) -> ActionOutcome {
     // Actions run in the caller's transaction (the job's, in the worker).
     let mut tx = f.pool().begin().await.unwrap();
-    let outcome = run_transition_action(&mut tx, &f.ctx, &tid(tenant), id, a)
+    let outcome = run_transition_action(&mut tx, &f.ctx, f.ctx.clock.now(), &tid(tenant), id, a)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -242,9 +242,16 @@ async fn action_waiting_on_a_cancelling_upgrade_sees_the_cancellation() {
         let (pool, ctx) = (f.pool().clone(), f.ctx.clone());
         tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
-            let out = run_transition_action(&mut tx, &ctx, &tid("acme"), id, Action::VoiceDisable)
-                .await
-                .unwrap();
+            let out = run_transition_action(
+                &mut tx,
+                &ctx,
+                ctx.clock.now(),
+                &tid("acme"),
+                id,
+                Action::VoiceDisable,
+            )
+            .await
+            .unwrap();
             tx.commit().await.unwrap();
             out
         })

@@ -27,7 +27,7 @@ fn voice(limit: i64, f: &Fixture, hours: i64) -> OverrideRequest {
 async fn expire(f: &Fixture, id: OverrideId) -> ActionOutcome {
     // Actions run in the caller's transaction (the job's, in the worker).
     let mut tx = f.pool().begin().await.unwrap();
-    let outcome = expire_override(&mut tx, &f.ctx, &tid("acme"), id)
+    let outcome = expire_override(&mut tx, &f.ctx, f.ctx.clock.now(), &tid("acme"), id)
         .await
         .unwrap();
     tx.commit().await.unwrap();

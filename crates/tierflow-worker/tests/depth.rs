@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use tierflow_queue::depth::{DEPTH_SQL, sample};
 
@@ -62,7 +64,12 @@ async fn depth_sampling_ignores_a_million_finished_jobs() {
     eprintln!("depth query over 1,001,250 rows: {ms:.2} ms");
     assert!(ms < 50.0, "depth query took {ms} ms");
 
-    sample(pool, &["apply_downgrade", "voice_disable"])
+    let fence =
+        tierflow_queue::maintenance::elector::try_lead(pool, "test", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+    sample(pool, &["apply_downgrade", "voice_disable"], &fence)
         .await
         .unwrap();
     let rows: Vec<(String, f64)> = sqlx::query_as(

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use common::*;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
-use tierflow_queue::lease::{self, Failed};
+use sqlx::PgPool;
+use tierflow_queue::lease::{self, Attempt, Failed};
+use tierflow_queue::maintenance::elector;
 use tierflow_queue::maintenance::rescuer::{self, RescuerConfig};
 use tierflow_queue::{
-    Fleet, FleetConfig, HandlerFuture, Job, JobError, NewJob, Outcome, admin, enqueue,
+    Fleet, FleetConfig, HandlerFuture, Job, JobError, JobTx, NewJob, Outcome, admin, enqueue,
 };
 use tierflow_store::Context;
 
@@ -27,7 +28,7 @@ impl Job for Flaky {
         Duration::from_millis(300 * failed_attempts as u64)
     }
 }
-fn flaky<'a>(_: Flaky, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+fn flaky<'a>(_: Flaky, _: JobTx<'a>, _: &'a Context) -> HandlerFuture<'a> {
     Box::pin(async { Err(JobError::Retry("downstream answered 503".into())) })
 }
 
@@ -40,7 +41,7 @@ impl Job for Echo {
     const KIND: &'static str = "test_echo";
     const MAX_ATTEMPTS: i32 = 3;
 }
-fn echo<'a>(job: Echo, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+fn echo<'a>(job: Echo, _: JobTx<'a>, _: &'a Context) -> HandlerFuture<'a> {
     Box::pin(async move {
         tokio::time::sleep(Duration::from_millis(job.ms)).await;
         Ok(Outcome::Done("echoed".into()))
@@ -57,7 +58,7 @@ impl Job for Panicky {
         Duration::from_secs(60)
     }
 }
-fn panicky<'a>(_: Panicky, _: &'a mut PgConnection, _: &'a Context) -> HandlerFuture<'a> {
+fn panicky<'a>(_: Panicky, _: JobTx<'a>, _: &'a Context) -> HandlerFuture<'a> {
     Box::pin(async { panic!("boom") })
 }
 
@@ -358,7 +359,14 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
         max_run_time: Duration::from_secs(300),
         batch_size: 100,
     };
-    assert_eq!(rescuer::run_once(pool, &cfg).await.unwrap().rescued, 1);
+    let fence = elector::try_lead(pool, "test-leader", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rescuer::run_once(pool, &cfg, &fence).await.unwrap().rescued,
+        1
+    );
     let fresh = lease::claim(pool, "test_echo", &new, 1)
         .await
         .unwrap()
@@ -367,15 +375,26 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
 
     // The old worker's writes find no lease.
     let mut tx = pool.begin().await.unwrap();
-    assert!(!lease::fence(&mut tx, &stale.lease).await.unwrap());
+    let timeout = Duration::from_secs(5);
+    assert!(
+        lease::fence(&mut tx, &stale.lease, timeout, timeout)
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(tx);
-    let late = lease::fail(pool, &stale.lease, "late", false, Duration::ZERO)
+    let late = lease::fail(pool, &stale.lease, "late", Attempt::Counted, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(late, Failed::LeaseLost);
     // The new holder completes normally.
     let mut tx = pool.begin().await.unwrap();
-    assert!(lease::fence(&mut tx, &fresh.lease).await.unwrap());
+    assert!(
+        lease::fence(&mut tx, &fresh.lease, timeout, timeout)
+            .await
+            .unwrap()
+            .is_some()
+    );
     tx.commit().await.unwrap();
     assert_eq!(row(pool, &id).await.0, "Done");
 }
@@ -452,8 +471,12 @@ async fn cleaner_prunes_by_state_and_age() {
         dead_retention: Duration::from_secs(24 * 3600),
         interval: Duration::from_secs(60),
     };
-    let out = cleaner::run_once(pool, &cfg).await.unwrap();
-    assert_eq!((out.finished, out.dead), (2, 1));
+    let fence = elector::try_lead(pool, "test-leader", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = cleaner::run_once(pool, &cfg, &fence).await.unwrap();
+    assert_eq!((out.finished, out.dead, out.more), (2, 1, false));
     let left: Vec<(String,)> = sqlx::query_as("SELECT status FROM apalis.jobs ORDER BY id")
         .fetch_all(pool)
         .await

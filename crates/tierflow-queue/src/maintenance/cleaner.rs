@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::elector::{Fence, lead_cte};
 use crate::QueueError;
 
 /// Finished jobs are kept a week: long enough to answer "did that run?".
@@ -16,6 +17,9 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_DEAD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1000;
+/// Statements per round: a round deletes at most 10,000 rows (a fraction of a second), then
+/// yields; the next round follows at once while rows are left ([`CleanerOutcome::more`]).
+pub const MAX_BATCHES: u32 = 10;
 
 /// Cleaner settings.
 #[derive(Debug, Clone)]
@@ -31,48 +35,67 @@ pub struct CleanerOutcome {
     pub finished: u64,
     pub dead: u64,
     pub workers: u64,
+    /// Rows past retention were left for the next round (the round's budget ran out).
+    pub more: bool,
 }
 
-/// One cleaning round: batches until nothing is left to delete.
-pub async fn run_once(pool: &PgPool, cfg: &CleanerConfig) -> Result<CleanerOutcome, QueueError> {
+/// One cleaning round under the leader's `fence`: at most [`MAX_BATCHES`] deletes of [`BATCH`]
+/// rows, so a large backlog (a retention change, weeks of history) is pruned over many short
+/// rounds instead of one long one. [`CleanerOutcome::more`] says whether rows were left.
+pub async fn run_once(
+    pool: &PgPool,
+    cfg: &CleanerConfig,
+    fence: &Fence,
+) -> Result<CleanerOutcome, QueueError> {
     let mut out = CleanerOutcome::default();
+    let mut budget = MAX_BATCHES;
     for (states, age, count) in [
         (&["Done", "Cancelled"][..], cfg.retention, &mut out.finished),
         (&["Dead"][..], cfg.dead_retention, &mut out.dead),
     ] {
         loop {
-            let n = sqlx::query(
-                "DELETE FROM apalis.jobs WHERE id IN (
+            if budget == 0 {
+                out.more = true;
+                break;
+            }
+            budget -= 1;
+            let query = sqlx::query(concat!(
+                "WITH ",
+                lead_cte!(),
+                " DELETE FROM apalis.jobs WHERE id IN (
                     SELECT id FROM apalis.jobs
-                     WHERE status = ANY($1) AND done_at < now() - make_interval(secs => $2)
-                     LIMIT $3 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(states)
-            .bind(age.as_secs_f64())
-            .bind(BATCH)
-            .execute(pool)
-            .await?
-            .rows_affected();
+                     WHERE status = ANY($4) AND done_at < now() - make_interval(secs => $5)
+                       AND EXISTS (SELECT 1 FROM lead)
+                     LIMIT $6 FOR UPDATE SKIP LOCKED)"
+            ));
+            let n = fence
+                .bind_query(query)
+                .bind(states)
+                .bind(age.as_secs_f64())
+                .bind(BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected();
             *count += n;
             if n < BATCH as u64 {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    out.workers = sqlx::query(
-        "DELETE FROM apalis.workers w
-          WHERE w.last_seen < now() - interval '1 day'
-            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.status = 'Running' AND j.lock_by = w.id)",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if out != CleanerOutcome::default() {
+    let query = sqlx::query(concat!(
+        "WITH ",
+        lead_cte!(),
+        " DELETE FROM apalis.workers w
+          WHERE w.last_seen < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lead)
+            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.status = 'Running' AND j.lock_by = w.id)"
+    ));
+    out.workers = fence.bind_query(query).execute(pool).await?.rows_affected();
+    if out.finished + out.dead + out.workers > 0 {
         tracing::info!(
             finished = out.finished,
             dead = out.dead,
             workers = out.workers,
+            more = out.more,
             "pruned old queue rows"
         );
     }

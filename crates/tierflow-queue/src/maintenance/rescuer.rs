@@ -1,15 +1,17 @@
 //! Reclaims jobs whose worker died mid-run.
 //!
 //! A `Running` job is orphaned when its worker incarnation has not heartbeated for
-//! `rescue_after`, or when it has run longer than `max_run_time` (its worker lives but lost track
-//! of it, e.g. the outcome could not be written). Rows still locked by a live transaction are
-//! skipped. An orphan goes back to `Failed`, due at once, its attempt counted — so a job that
+//! `rescue_after`, when its live worker no longer holds it (the heartbeat lists what each worker
+//! runs: a completion lost in a database crash or failover), or when it has run longer than
+//! `max_run_time`. Rows still locked by a live transaction are skipped. Every round runs under
+//! the maintenance leader's fence, so a deposed leader's round changes nothing. An orphan goes back to `Failed`, due at once, its attempt counted — so a job that
 //! keeps killing its worker runs out of attempts and ends `Dead` instead of looping.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::elector::{Fence, lead_cte};
 use crate::QueueError;
 
 /// How often the leader looks for orphans.
@@ -54,33 +56,59 @@ pub struct RescuerOutcome {
     pub dead: u64,
 }
 
-/// One rescue round.
-pub async fn run_once(pool: &PgPool, cfg: &RescuerConfig) -> Result<RescuerOutcome, QueueError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "WITH stale AS (
-            SELECT j.id FROM apalis.jobs j
+/// One rescue round, under the leader's `fence`: nothing happens unless that lease is live.
+///
+/// A `Running` row is reclaimed when
+/// - its worker is gone (no row) or silent for `rescue_after` (killed, frozen, cut off), or
+/// - it has run longer than `max_run_time`, or
+/// - its worker is alive but no longer holds it: the worker's last heartbeat, written more than
+///   `rescue_after` after the claim, does not list it. That is a job whose completion was lost —
+///   a PostgreSQL crash or failover dropped its asynchronously committed transaction but not its
+///   earlier claim, or the worker could not record its outcome. The margin covers a claim whose
+///   rows had not reached the worker's list when that heartbeat was taken.
+pub async fn run_once(
+    pool: &PgPool,
+    cfg: &RescuerConfig,
+    fence: &Fence,
+) -> Result<RescuerOutcome, QueueError> {
+    let query = sqlx::query_as(concat!(
+        "WITH ",
+        lead_cte!(),
+        ", stale AS (
+            SELECT j.id,
+                   CASE WHEN w.id IS NULL OR w.last_seen < now() - make_interval(secs => $4)
+                        THEN 'stopped during'
+                        WHEN j.lock_at < now() - make_interval(secs => $5)
+                        THEN 'exceeded the maximum run time in'
+                        ELSE 'no longer runs it (its outcome was lost) after' END AS why
+              FROM apalis.jobs j
               LEFT JOIN apalis.workers w ON w.id = j.lock_by
              WHERE j.status = 'Running'
+               AND EXISTS (SELECT 1 FROM lead)
                AND (w.id IS NULL
-                    OR w.last_seen < now() - make_interval(secs => $1)
-                    OR j.lock_at < now() - make_interval(secs => $2))
+                    OR w.last_seen < now() - make_interval(secs => $4)
+                    OR j.lock_at < now() - make_interval(secs => $5)
+                    OR (j.lock_at < w.holding_at - make_interval(secs => $4)
+                        AND NOT (j.id = ANY (coalesce(w.holding, '{}')))))
              ORDER BY j.lock_at
-             LIMIT $3
+             LIMIT $6
              FOR UPDATE OF j SKIP LOCKED)
          UPDATE apalis.jobs j SET
                 status = CASE WHEN j.attempts >= j.max_attempts THEN 'Dead' ELSE 'Failed' END,
                 done_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
                 run_at = now(), lock_by = NULL, lock_at = NULL,
                 last_result = jsonb_build_object('Err', format(
-                    'rescued: worker %s stopped during attempt %s of %s', j.lock_by, j.attempts, j.max_attempts))
+                    'rescued: worker %s %s attempt %s of %s', j.lock_by, stale.why, j.attempts, j.max_attempts))
            FROM stale WHERE j.id = stale.id
-         RETURNING j.status, j.job_type",
-    )
-    .bind(cfg.rescue_after.as_secs_f64())
-    .bind(cfg.max_run_time.as_secs_f64())
-    .bind(cfg.batch_size)
-    .fetch_all(pool)
-    .await?;
+         RETURNING j.status, j.job_type"
+    ));
+    let rows: Vec<(String, String)> = fence
+        .bind(query)
+        .bind(cfg.rescue_after.as_secs_f64())
+        .bind(cfg.max_run_time.as_secs_f64())
+        .bind(cfg.batch_size)
+        .fetch_all(pool)
+        .await?;
     for (status, kind) in &rows {
         metrics::counter!(crate::metrics::JOBS_RESCUED, "kind" => kind.clone()).increment(1);
         if status == "Dead" {

@@ -67,7 +67,7 @@ pub fn handle(job: DeliverEvent, state: &WorkerState) -> HandlerFuture<'_> {
         };
         let outcome = match &result {
             Ok(_) => "delivered",
-            Err(JobError::Retry(_)) => "failed_retrying",
+            Err(JobError::Retry(_) | JobError::Contended(_)) => "failed_retrying",
             Err(JobError::Permanent(_)) => "rejected",
         };
         metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);

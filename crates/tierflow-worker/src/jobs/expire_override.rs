@@ -5,8 +5,7 @@
 //! `entitlement_overrides`, `tenant_entitlements`, `audit_events`. Proven by
 //! `crates/tierflow-worker/tests/fleet.rs` and `crates/tierflow-store/tests/overrides.rs`.
 
-use sqlx::PgConnection;
-use tierflow_queue::HandlerFuture;
+use tierflow_queue::{HandlerFuture, JobTx};
 use tierflow_store::actions::expire_override;
 use tierflow_store::jobs::ExpireOverride;
 
@@ -14,16 +13,18 @@ use super::{job_error, outcome};
 use crate::WorkerState;
 
 /// Runs one `expire_override` job in the job's transaction.
-pub fn handle<'a>(
-    job: ExpireOverride,
-    tx: &'a mut PgConnection,
-    state: &'a WorkerState,
-) -> HandlerFuture<'a> {
+pub fn handle<'a>(job: ExpireOverride, tx: JobTx<'a>, state: &'a WorkerState) -> HandlerFuture<'a> {
     Box::pin(async move {
         tracing::Span::current().record("tenant_id", job.tenant_id.as_str());
-        expire_override(tx, &state.store, &job.tenant_id, job.override_id)
-            .await
-            .map(outcome)
-            .map_err(job_error)
+        expire_override(
+            tx.conn,
+            &state.store,
+            tx.now,
+            &job.tenant_id,
+            job.override_id,
+        )
+        .await
+        .map(outcome)
+        .map_err(job_error)
     })
 }

@@ -129,7 +129,9 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// API and worker in one process; a stop signal stops both, the API first.
+/// API and worker in one process; a stop signal stops both, the API first. If either half ends
+/// on its own (the worker side cannot heartbeat, a job runner died, the API's listener failed),
+/// the other is stopped too and the command fails: half a process must not look healthy.
 pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let fleet_config = args.fleet.fleet_config()?;
     let db = worker_db(&args.db, &fleet_config).await?;
@@ -140,21 +142,56 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop_tx, false).await?;
     let mut api_stop = stop_tx.subscribe();
     let mut fleet_stop = stop_tx.subscribe();
-    let api_task = tokio::spawn(api.run_until(async move {
+    let mut api_task = tokio::spawn(api.run_until(async move {
         let _ = api_stop.recv().await;
     }));
-    let fleet_task = tokio::spawn(fleet.run_until(async move {
+    let mut fleet_task = tokio::spawn(fleet.run_until(async move {
         let _ = fleet_stop.recv().await;
     }));
-    shutdown::signal().await;
+    let mut failure: Option<String> = None;
+    let (mut api_done, mut fleet_done) = (None, None);
+    tokio::select! {
+        _ = shutdown::signal() => {}
+        r = &mut api_task => {
+            failure = Some(match &r {
+                Ok(Ok(())) => "the API stopped on its own".to_owned(),
+                Ok(Err(e)) => format!("the API failed: {e}"),
+                Err(e) => format!("the API task failed: {e}"),
+            });
+            api_done = Some(r);
+        }
+        r = &mut fleet_task => {
+            failure = Some(match &r {
+                Ok(report) => report.stopped_early.clone().unwrap_or_else(|| "the worker stopped on its own".to_owned()),
+                Err(e) => format!("the worker task failed: {e}"),
+            });
+            fleet_done = Some(r);
+        }
+    }
+    if let Some(why) = &failure {
+        tracing::error!(reason = %why, "one half of `tierflow run` stopped; stopping the other");
+    }
     let _ = stop_tx.send(());
-    match api_task.await {
+    let api_result = match api_done {
+        Some(r) => r,
+        None => api_task.await,
+    };
+    match api_result {
         Ok(Ok(())) => tracing::info!("api stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "api stopped with an error"),
         Err(e) => tracing::error!(error = %e, "api task failed"),
     }
-    let _ = fleet_task.await;
+    if fleet_done.is_none() {
+        if let Ok(report) = fleet_task.await {
+            failure = failure.or(report.stopped_early);
+        }
+    }
     let _ = ops.await;
     db.close().await;
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(why) => anyhow::bail!(
+            "`tierflow run` stopped because one half failed: {why}; check the database's privileges and schema (`tierflow migrate`), then restart it"
+        ),
+    }
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use tierflow_domain::SystemClock;
 use tierflow_queue::FleetConfig;
 use tierflow_queue::maintenance::cleaner::CleanerConfig;
+use tierflow_queue::maintenance::elector::ElectorConfig;
 use tierflow_queue::maintenance::rescuer::RescuerConfig;
 use tierflow_store::Context;
 
@@ -58,6 +59,14 @@ pub struct FleetArgs {
     /// Hours dead jobs are kept (for inspection and re-drive).
     #[arg(long, env = "TIERFLOW_DEAD_RETENTION_HOURS", default_value_t = 720)]
     pub dead_retention_hours: u64,
+    /// Seconds the maintenance leader's lease lasts without renewal: a frozen or cut-off leader
+    /// is replaced within it (renewed every second; at least 2).
+    #[arg(long, env = "TIERFLOW_LEADER_TTL_SECS", default_value_t = 5)]
+    pub leader_ttl_secs: u64,
+    /// Milliseconds a job waits for a row lock before it is put back and retried a second later
+    /// (the attempt is not counted).
+    #[arg(long, env = "TIERFLOW_JOB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
+    pub job_lock_timeout_ms: u64,
 }
 
 impl FleetArgs {
@@ -76,6 +85,11 @@ impl FleetArgs {
                 dead_retention: Duration::from_secs(self.dead_retention_hours * 3600),
                 ..FleetConfig::default().cleaner
             },
+            elector: ElectorConfig {
+                ttl: Duration::from_secs(self.leader_ttl_secs),
+                ..ElectorConfig::default()
+            },
+            lock_timeout: Duration::from_millis(self.job_lock_timeout_ms),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
         };
         config
@@ -94,11 +108,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop, false).await?;
     let fleet = build_fleet(pool.clone(), &args.events, config)?;
-    fleet.run_until(shutdown::signal()).await;
+    let report = fleet.run_until(shutdown::signal()).await;
     let _ = stop.send(());
     let _ = ops.await;
     db.close().await;
-    Ok(())
+    match report.stopped_early {
+        None => Ok(()),
+        Some(why) => anyhow::bail!(
+            "the worker stopped on its own: {why}; check the database's privileges and schema (`tierflow migrate`), then restart it"
+        ),
+    }
 }
 
 /// The database for a fleet, its pool sized so each running job holds one connection for its

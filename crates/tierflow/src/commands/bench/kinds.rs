@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
-use tierflow_queue::{HandlerFuture, Job, Outcome};
+use tierflow_queue::{HandlerFuture, Job, JobTx, Outcome};
 use tierflow_worker::WorkerState;
 
 /// Does nothing: measures the queue itself (standalone, like a webhook delivery: no transaction,
@@ -30,11 +29,7 @@ impl Job for BenchSleep {
     const KIND: &'static str = "bench_sleep";
 }
 
-pub fn sleep<'a>(
-    job: BenchSleep,
-    _: &'a mut PgConnection,
-    _: &'a WorkerState,
-) -> HandlerFuture<'a> {
+pub fn sleep<'a>(job: BenchSleep, _: JobTx<'a>, _: &'a WorkerState) -> HandlerFuture<'a> {
     Box::pin(async move {
         tokio::time::sleep(Duration::from_millis(job.ms)).await;
         Ok(Outcome::Done("slept".into()))
