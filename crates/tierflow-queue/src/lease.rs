@@ -42,17 +42,30 @@ pub struct Claimed {
     pub payload: Vec<u8>,
 }
 
-/// Claims up to `limit` due jobs of `kind` for `worker_id`, oldest due first.
-///
-/// The claim commits asynchronously (no wait for its WAL flush): a claim lost in a PostgreSQL
-/// crash leaves the job `Pending`, so it is simply claimed again, and the worker that thought it
-/// held it finds its lease gone at the fence. Without this, every claim — often of a single job,
-/// as slots free one by one — waited for a disk flush.
+/// How a claim commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimCommit {
+    /// Asynchronously (no wait for its WAL flush), for transactional kinds: a claim lost in a
+    /// PostgreSQL crash leaves the job `Pending`, so it is simply claimed again, and the worker
+    /// that thought it held it finds its lease gone at the fence. Without this, every claim —
+    /// often of a single job, as slots free one by one — waited for a disk flush.
+    Async,
+    /// Synchronously, for standalone kinds, whose effect leaves the database (a webhook): the
+    /// claim's commit waits until the WAL up to it is flushed — and, with synchronous
+    /// replication, on the standby — so the change that enqueued the job (committed before, in
+    /// WAL order) survives a crash or failover before anyone outside hears of it. One flush per
+    /// claimed batch.
+    Durable,
+}
+
+/// Claims up to `limit` due jobs of `kind` for `worker_id`, oldest due first, committing as
+/// `commit` says.
 pub async fn claim(
     pool: &PgPool,
     kind: &'static str,
     worker_id: &Arc<str>,
     limit: usize,
+    commit: ClaimCommit,
 ) -> Result<Vec<Claimed>, QueueError> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -73,12 +86,16 @@ pub async fn claim(
          UPDATE apalis.jobs j
             SET status = 'Running', lock_by = $2, lock_at = now(), attempts = j.attempts + 1
            FROM next WHERE j.id = next.id
-            AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+            AND set_config('synchronous_commit', $4, true) IS NOT NULL
          RETURNING j.id, j.job, j.attempts, j.max_attempts, j.run_at, j.lock_at AS claimed_at",
     )
     .bind(kind)
     .bind(worker_id.as_ref())
     .bind(limit as i64)
+    .bind(match commit {
+        ClaimCommit::Async => "off",
+        ClaimCommit::Durable => "on",
+    })
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -132,13 +149,17 @@ pub async fn seconds_until_next_due(pool: &PgPool, kind: &str) -> Result<Option<
 ///   up after `lock_timeout` and is retried ([`crate::JobError::Contended`]); no statement
 ///   outlives the job's own timeout on the server, where a wait abandoned by the client would
 ///   otherwise keep the job's row locked.
+/// - `idle_in_transaction_session_timeout` (= `lock_timeout`): a worker frozen or cut off in
+///   the middle of a job (SIGSTOP, a partition) would otherwise keep the job's row locked for as
+///   long as its session lives, and the rescuer, which skips locked rows, could not free it. A
+///   handler's statements follow each other without pause, so this never cuts a healthy job.
 pub async fn fence(
     tx: &mut PgConnection,
     lease: &Lease,
     lock_timeout: Duration,
     statement_timeout: Duration,
 ) -> Result<Option<DateTime<Utc>>, QueueError> {
-    type Held = (DateTime<Utc>, String, String, String, String);
+    type Held = (DateTime<Utc>, String, String, String, String, String);
     let held: Option<Held> = sqlx::query_as(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = '{\"Ok\": \"done\"}'
@@ -147,7 +168,8 @@ pub async fn fence(
                    set_config('synchronous_commit', 'off', true),
                    set_config('plan_cache_mode', 'force_generic_plan', true),
                    set_config('lock_timeout', $4, true),
-                   set_config('statement_timeout', $5, true)",
+                   set_config('statement_timeout', $5, true),
+                   set_config('idle_in_transaction_session_timeout', $4, true)",
     )
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::RunResult;
 use crate::heartbeat::{HoldGuard, Holdings};
-use crate::lease::{self, Claimed};
+use crate::lease::{self, ClaimCommit, Claimed};
 
 /// One claimed job on its way to the worker, holding its slot and its place in the heartbeat's
 /// list of held jobs until its outcome is recorded (or it is handed back).
@@ -69,6 +69,7 @@ pub(crate) struct ProducerConfig {
     pub kind: &'static str,
     pub worker_id: Arc<str>,
     pub poll_interval: Duration,
+    pub commit: ClaimCommit,
 }
 
 pub(crate) struct Producer {
@@ -99,7 +100,15 @@ impl Producer {
                 slots.push(p);
             }
             let wanted = slots.len();
-            match lease::claim(&self.pool, kind, &self.config.worker_id, wanted).await {
+            match lease::claim(
+                &self.pool,
+                kind,
+                &self.config.worker_id,
+                wanted,
+                self.config.commit,
+            )
+            .await
+            {
                 Ok(claimed) => {
                     db_backoff = Duration::from_millis(100);
                     let got = claimed.len();

@@ -6,23 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tierflow_domain::ids::{Actor, TenantId, TierId};
-use tierflow_domain::transition::{GracePeriod, Target};
+use tierflow_domain::ids::{Actor, TenantId};
 use tierflow_store::transitions::cancel_transition;
-use tierflow_store::{TransitionRequest, request_transition, tenants};
-
-fn downgrade(tenant: &str, grace: Duration) -> TransitionRequest {
-    TransitionRequest {
-        tenant_id: TenantId::parse(tenant).unwrap(),
-        target: Target::Tier(TierId::parse("starter").unwrap()),
-        grace: Some(
-            GracePeriod::from_duration(chrono::Duration::from_std(grace).unwrap()).unwrap(),
-        ),
-        reason: None,
-        requested_by: Actor::parse("billing").unwrap(),
-        idempotency_key: None,
-    }
-}
+use tierflow_store::{request_transition, tenants};
 
 /// A downgrade's three jobs run: the two due now at once, `apply_downgrade` when the grace ends —
 /// each within 50 ms of its due time — and the tenant ends on the lower tier with one audit row

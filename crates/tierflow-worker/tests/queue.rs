@@ -342,7 +342,7 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
             .unwrap();
     }
     let id = push(pool, &Echo { ms: 0 }).await;
-    let stale = lease::claim(pool, "test_echo", &old, 1)
+    let stale = lease::claim(pool, "test_echo", &old, 1, lease::ClaimCommit::Async)
         .await
         .unwrap()
         .remove(0);
@@ -367,7 +367,7 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
         rescuer::run_once(pool, &cfg, &fence).await.unwrap().rescued,
         1
     );
-    let fresh = lease::claim(pool, "test_echo", &new, 1)
+    let fresh = lease::claim(pool, "test_echo", &new, 1, lease::ClaimCommit::Async)
         .await
         .unwrap()
         .remove(0);

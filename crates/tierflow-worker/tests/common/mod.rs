@@ -92,6 +92,36 @@ pub async fn provision(pool: &PgPool, ctx: &Context, tenant: &str) {
     .unwrap();
 }
 
+/// A downgrade of `tenant` to starter with `grace`, requested by billing.
+pub fn downgrade(tenant: &str, grace: Duration) -> tierflow_store::TransitionRequest {
+    use tierflow_domain::ids::{Actor, TenantId, TierId};
+    use tierflow_domain::transition::{GracePeriod, Target};
+    tierflow_store::TransitionRequest {
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        target: Target::Tier(TierId::parse("starter").unwrap()),
+        grace: Some(
+            GracePeriod::from_duration(chrono::Duration::from_std(grace).unwrap()).unwrap(),
+        ),
+        reason: None,
+        requested_by: Actor::parse("billing").unwrap(),
+        idempotency_key: None,
+    }
+}
+
+/// Requests (and commits) a downgrade of `tenant` with `grace`; returns its job ids by kind.
+pub async fn request_downgrade(
+    pool: &PgPool,
+    ctx: &Context,
+    tenant: &str,
+    grace: Duration,
+) -> Vec<(String, String)> {
+    let mut conn = pool.acquire().await.unwrap();
+    let out = tierflow_store::request_transition(&mut conn, ctx, downgrade(tenant, grace))
+        .await
+        .unwrap();
+    out.jobs.into_iter().map(|j| (j.kind, j.job_id)).collect()
+}
+
 pub async fn db() -> TestDb {
     TestDb::new().await
 }
