@@ -18,20 +18,20 @@ use crate::support::{WorkerProc, tierflow, wait_until};
 const TIERS: [&str; 4] = ["free", "starter", "professional", "enterprise"];
 
 /// A small deterministic generator (xorshift), so a failing run can be replayed.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-async fn provision_all(pool: &PgPool, ctx: &Context, tenants: usize) {
+pub(crate) async fn provision_all(pool: &PgPool, ctx: &Context, tenants: usize) {
     let mut conn = pool.acquire().await.unwrap();
     for t in 0..tenants {
         provision_tenant(
@@ -59,57 +59,99 @@ async fn request_many(
     clients: usize,
     seed: u64,
 ) -> usize {
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (pool, ctx) = (pool.clone(), ctx.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(seed + c as u64 * 7919 + 1);
-            let mut accepted = 0;
-            for i in (c..n).step_by(clients) {
-                let tenant = TenantId::parse(format!("t{}", i % tenants)).unwrap();
-                let target = match rng.below(20) {
-                    0 => Target::Suspend,
-                    1 => Target::Reactivate,
-                    _ => Target::Tier(TierId::parse(TIERS[rng.below(4) as usize]).unwrap()),
-                };
-                let grace_ms = [0, 200, 500, 1000, 1500][rng.below(5) as usize];
-                let req = TransitionRequest {
-                    tenant_id: tenant,
-                    target,
-                    grace: Some(
-                        GracePeriod::from_duration(chrono::Duration::milliseconds(grace_ms))
-                            .unwrap(),
-                    ),
-                    reason: None,
-                    requested_by: Actor::parse("billing").unwrap(),
-                    idempotency_key: None,
-                };
-                let mut tx = match pool.begin().await {
-                    Ok(tx) => tx,
-                    Err(_) => continue,
-                };
-                match request_transition(&mut tx, &ctx, req).await {
-                    Ok(_) => {
-                        if tx.commit().await.is_ok() {
-                            accepted += 1;
+    let load = Load {
+        tenants,
+        clients,
+        seed,
+        tolerate_outages: false,
+    };
+    load.run(pool, ctx, Some(n), None).await
+}
+
+/// A stream of random transitions (tier changes with graces of 0–1.5 s, now and then a suspension
+/// or reactivation) over tenants `t0`…, from concurrent clients.
+pub(crate) struct Load {
+    pub tenants: usize,
+    pub clients: usize,
+    pub seed: u64,
+    /// Requests that fail for a database outage are dropped (a client would retry); otherwise
+    /// any error but a rule refusal fails the test.
+    pub tolerate_outages: bool,
+}
+
+impl Load {
+    /// Sends `n` requests (or until `stop`); returns how many were accepted (committed).
+    pub async fn run(
+        &self,
+        pool: &PgPool,
+        ctx: &Arc<Context>,
+        n: Option<usize>,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> usize {
+        let mut tasks = Vec::new();
+        for c in 0..self.clients {
+            let (pool, ctx, stop) = (pool.clone(), ctx.clone(), stop.clone());
+            let (tenants, clients, tolerate) = (self.tenants, self.clients, self.tolerate_outages);
+            let mut rng = Rng(self.seed + c as u64 * 7919 + 1);
+            tasks.push(tokio::spawn(async move {
+                let mut accepted = 0;
+                let mut i = c;
+                while n.is_none_or(|n| i < n)
+                    && !stop
+                        .as_ref()
+                        .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    let req = random_request(&mut rng, i % tenants);
+                    i += clients;
+                    let mut tx = match pool.begin().await {
+                        Ok(tx) => tx,
+                        Err(_) if tolerate => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
                         }
+                        Err(_) => continue,
+                    };
+                    match request_transition(&mut tx, &ctx, req).await {
+                        Ok(_) => {
+                            if tx.commit().await.is_ok() {
+                                accepted += 1;
+                            }
+                        }
+                        Err(StoreError::Rule(_)) => {}
+                        Err(_) if tolerate => {}
+                        Err(e) => panic!("request failed: {e}"),
                     }
-                    Err(StoreError::Rule(_)) => {}
-                    Err(e) => panic!("request failed: {e}"),
                 }
-            }
-            accepted
-        }));
+                accepted
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
+}
+
+fn random_request(rng: &mut Rng, tenant: usize) -> TransitionRequest {
+    let target = match rng.below(20) {
+        0 => Target::Suspend,
+        1 => Target::Reactivate,
+        _ => Target::Tier(TierId::parse(TIERS[rng.below(4) as usize]).unwrap()),
+    };
+    let grace_ms = [0, 200, 500, 1000, 1500][rng.below(5) as usize];
+    TransitionRequest {
+        tenant_id: TenantId::parse(format!("t{tenant}")).unwrap(),
+        target,
+        grace: Some(GracePeriod::from_duration(chrono::Duration::milliseconds(grace_ms)).unwrap()),
+        reason: None,
+        requested_by: Actor::parse("billing").unwrap(),
+        idempotency_key: None,
     }
-    total
 }
 
 /// Waits until no job is left to run: every job is done, dead or cancelled.
-async fn wait_for_quiet_queue(pool: &PgPool, timeout: Duration) {
+pub(crate) async fn wait_for_quiet_queue(pool: &PgPool, timeout: Duration) {
     wait_until(timeout, "every job to finish", || async {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs WHERE status IN ('Pending', 'Failed', 'Running')",
@@ -128,7 +170,7 @@ async fn wait_for_quiet_queue(pool: &PgPool, timeout: Duration) {
 }
 
 /// The invariants a run must leave behind.
-async fn assert_consistent(pool: &PgPool) {
+pub(crate) async fn assert_consistent(pool: &PgPool) {
     // Every job finished, and a job that did not succeed says why.
     let unexplained: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM apalis.jobs

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod demo;
 mod deploy;
+mod faults;
 mod fleet;
 mod observability;
 mod support;

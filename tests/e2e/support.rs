@@ -37,6 +37,26 @@ impl WorkerProc {
     /// Starts a worker with extra environment (applied last).
     pub fn start_with(url: &str, host: &str, env: &[(&str, &str)]) -> WorkerProc {
         let log = std::env::var("TIERFLOW_TEST_LOG").is_ok();
+        Self::spawn(
+            url,
+            host,
+            env,
+            if log { Stdio::inherit() } else { Stdio::null() },
+        )
+    }
+
+    /// Starts a worker whose log (stderr) goes to the file `log`, for a test that reads it.
+    pub fn start_logged(
+        url: &str,
+        host: &str,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> WorkerProc {
+        let file = std::fs::File::create(log).expect("create the worker's log file");
+        Self::spawn(url, host, env, Stdio::from(file))
+    }
+
+    fn spawn(url: &str, host: &str, env: &[(&str, &str)], stderr: Stdio) -> WorkerProc {
         let child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
             .arg("worker")
             .env("DATABASE_URL", url)
@@ -51,7 +71,7 @@ impl WorkerProc {
             .env("RUST_LOG", "tierflow=info,tierflow_queue=info,warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(if log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(stderr)
             .spawn()
             .expect("start tierflow worker");
         WorkerProc { child }
@@ -65,10 +85,17 @@ impl WorkerProc {
 
     /// SIGTERM, then waits for the exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("TERM");
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Sends `signal` (a `kill` name: STOP, CONT, TERM…) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     /// Whether the process is still running.

@@ -116,6 +116,8 @@ pub(crate) trait KindRunner<S>: Send + Sync {
     fn backoff(&self, failed_attempts: i32) -> Duration;
     /// True for a standalone handler, which is called with no transaction.
     fn standalone(&self) -> bool;
+    /// How this kind's claims commit ([`Job::DURABLE_CLAIM`]).
+    fn claim_commit(&self) -> crate::lease::ClaimCommit;
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
@@ -143,6 +145,14 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
 
     fn standalone(&self) -> bool {
         matches!(self.handler, Handler::Standalone(_))
+    }
+
+    fn claim_commit(&self) -> crate::lease::ClaimCommit {
+        if J::DURABLE_CLAIM {
+            crate::lease::ClaimCommit::Durable
+        } else {
+            crate::lease::ClaimCommit::Async
+        }
     }
 
     fn call<'a>(

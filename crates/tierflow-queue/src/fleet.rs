@@ -245,11 +245,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                     kind,
                     worker_id: id.clone(),
                     poll_interval: self.config.poll_interval,
-                    commit: if runner.standalone() {
-                        lease::ClaimCommit::Durable
-                    } else {
-                        lease::ClaimCommit::Async
-                    },
+                    commit: runner.claim_commit(),
                 },
                 wake,
                 slots: Arc::new(Semaphore::new(self.config.concurrency)),

@@ -18,6 +18,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Longest one attempt may run; past it the attempt fails (and, if its worker is gone, the
     /// rescuer reclaims it).
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Claim jobs of this kind with a synchronous commit ([`crate::lease::ClaimCommit::Durable`]).
+    /// Set it for a kind that tells the outside world about a change committed before the job
+    /// (a webhook): the claim then waits until that change is flushed — and, with synchronous
+    /// replication, on a replica — so a crash or failover cannot take back a change someone
+    /// outside has already heard of. It costs one WAL flush per claimed batch.
+    const DURABLE_CLAIM: bool = false;
 
     /// Delay before attempt `failed_attempts + 1`, after `failed_attempts` failures.
     fn backoff(failed_attempts: i32) -> std::time::Duration {

@@ -45,16 +45,16 @@ pub struct Claimed {
 /// How a claim commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimCommit {
-    /// Asynchronously (no wait for its WAL flush), for transactional kinds: a claim lost in a
-    /// PostgreSQL crash leaves the job `Pending`, so it is simply claimed again, and the worker
-    /// that thought it held it finds its lease gone at the fence. Without this, every claim —
-    /// often of a single job, as slots free one by one — waited for a disk flush.
+    /// Asynchronously (no wait for its WAL flush), the default: a claim lost in a PostgreSQL
+    /// crash leaves the job `Pending`, so it is simply claimed again, and the worker that thought
+    /// it held it finds its lease gone at the fence. Without this, every claim — often of a single
+    /// job, as slots free one by one — waited for a disk flush.
     Async,
-    /// Synchronously, for standalone kinds, whose effect leaves the database (a webhook): the
-    /// claim's commit waits until the WAL up to it is flushed — and, with synchronous
-    /// replication, on the standby — so the change that enqueued the job (committed before, in
-    /// WAL order) survives a crash or failover before anyone outside hears of it. One flush per
-    /// claimed batch.
+    /// Synchronously, for kinds that tell the outside world about a change ([`crate::Job::DURABLE_CLAIM`]:
+    /// a webhook): the claim's commit waits until the WAL up to it is flushed — and, with
+    /// synchronous replication, on a replica — so the change that enqueued the job (committed
+    /// before, so earlier in the WAL) survives a crash or failover before anyone outside hears
+    /// of it. One flush per claimed batch.
     Durable,
 }
 

@@ -73,6 +73,8 @@ impl Job for DeliverEvent {
     // of endpoint outage before the event is dead and shows up in `tierflow jobs dead`.
     const MAX_ATTEMPTS: i32 = 14;
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+    // An event must never announce a change a crash or failover then takes back.
+    const DURABLE_CLAIM: bool = true;
 }
 
 impl Job for ExpireOverride {

@@ -39,7 +39,8 @@ impl PrivatePostgres {
         Self::start_with(tierflow_pg::REPLICATION_CONF)
     }
 
-    fn start_with(conf: &[(&str, &str)]) -> PrivatePostgres {
+    /// Initializes and starts a server with extra settings (`name`, `value`).
+    pub fn start_with(conf: &[(&str, &str)]) -> PrivatePostgres {
         let dir = new_dir();
         let server =
             Server::start_with(&dir, conf).unwrap_or_else(|e| panic!("private PostgreSQL: {e}"));

@@ -24,10 +24,22 @@ pub struct Db {
     embedded: Option<tierflow_pg::Server>,
 }
 
+/// How long closing the pool may wait for connections still in use.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Db {
     /// Closes the pool, then stops an embedded server this process started.
+    ///
+    /// Closing waits for connections still checked out; after a stall (a process frozen past its
+    /// statements' timeouts, a database that went away mid-statement) one may never come back,
+    /// and an exiting process must not hang on it.
     pub async fn close(mut self) {
-        self.pool.close().await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "database connections still in use at exit; closing them anyway");
+        }
         if let Some(mut server) = self.embedded.take() {
             tokio::task::spawn_blocking(move || server.stop())
                 .await

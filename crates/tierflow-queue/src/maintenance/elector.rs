@@ -229,49 +229,47 @@ async fn run(
             acquire_or_renew(&pool, &leader_id, config.ttl),
         )
         .await;
-        let next = match attempt {
+        let (next, lost_because) = match attempt {
             Ok(Ok(Some(term))) => {
+                if held.as_ref().map(|l| l.fence.term) != Some(term) {
+                    tracing::info!(
+                        term,
+                        "this replica now leads queue maintenance (rescuer, cleaner, sampler)"
+                    );
+                    metrics::gauge!(crate::metrics::LEADER).set(1.0);
+                }
                 let fence = Fence {
                     leader_id: leader_id.clone(),
                     term,
                 };
-                if held.as_ref().map(|l| l.fence.term) != Some(term) {
-                    tracing::info!(
-                        term,
-                        "this replica now leads queue maintenance (rescuer, cleaner, samplers)"
-                    );
-                    metrics::gauge!(crate::metrics::LEADER).set(1.0);
-                }
-                Some(Lead {
+                let lead = Lead {
                     fence,
                     valid_until: sent + trusted_for,
-                })
+                };
+                (Some(lead), "")
             }
-            Ok(Ok(None)) => {
-                if let Some(old) = &held {
-                    tracing::warn!(
-                        term = old.fence.term,
-                        "lost the queue maintenance lease to another replica; stepping down"
-                    );
-                }
-                None
-            }
+            Ok(Ok(None)) => (None, "another replica holds the lease"),
             Ok(Err(e)) => {
                 if held.is_some() {
                     tracing::warn!(error = %e, "could not renew the maintenance lease; leading until it lapses");
                 }
-                held.clone().filter(|l| Instant::now() < l.valid_until)
+                (
+                    held.clone().filter(|l| Instant::now() < l.valid_until),
+                    "the lease lapsed before it could be renewed",
+                )
             }
-            Err(_) => {
-                if held.is_some() {
-                    tracing::warn!(
-                        "renewing the maintenance lease timed out; leading until it lapses"
-                    );
-                }
-                held.clone().filter(|l| Instant::now() < l.valid_until)
-            }
+            Err(_) => (
+                held.clone().filter(|l| Instant::now() < l.valid_until),
+                "the lease lapsed before it could be renewed (the database did not answer)",
+            ),
         };
-        if held.is_some() && next.is_none() {
+        if let (Some(old), None) = (&held, &next) {
+            // Also what a replica frozen past its lease (SIGSTOP, a VM pause) says on waking.
+            tracing::warn!(
+                term = old.fence.term,
+                reason = lost_because,
+                "stepping down from queue maintenance"
+            );
             metrics::gauge!(crate::metrics::LEADER).set(0.0);
         }
         held = next;

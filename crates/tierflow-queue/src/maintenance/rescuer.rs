@@ -52,8 +52,12 @@ impl RescuerConfig {
 /// What one rescue round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RescuerOutcome {
+    /// Jobs put back to run again.
     pub rescued: u64,
+    /// Jobs made dead (that was their last attempt).
     pub dead: u64,
+    /// Of both, those taken from a live worker that no longer held them (a lost outcome).
+    pub lost: u64,
 }
 
 /// One rescue round, under the leader's `fence`: nothing happens unless that lease is live.
@@ -77,10 +81,10 @@ pub async fn run_once(
         ", stale AS (
             SELECT j.id,
                    CASE WHEN w.id IS NULL OR w.last_seen < now() - make_interval(secs => $4)
-                        THEN 'stopped during'
+                        THEN 'stopped'
                         WHEN j.lock_at < now() - make_interval(secs => $5)
-                        THEN 'exceeded the maximum run time in'
-                        ELSE 'no longer runs it (its outcome was lost) after' END AS why
+                        THEN 'overran'
+                        ELSE 'lost' END AS why
               FROM apalis.jobs j
               LEFT JOIN apalis.workers w ON w.id = j.lock_by
              WHERE j.status = 'Running'
@@ -98,33 +102,42 @@ pub async fn run_once(
                 done_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
                 run_at = now(), lock_by = NULL, lock_at = NULL,
                 last_result = jsonb_build_object('Err', format(
-                    'rescued: worker %s %s attempt %s of %s', j.lock_by, stale.why, j.attempts, j.max_attempts))
+                    'rescued: worker %s %s attempt %s of %s', j.lock_by,
+                    CASE stale.why WHEN 'stopped' THEN 'stopped during'
+                                   WHEN 'overran' THEN 'exceeded the maximum run time in'
+                                   ELSE 'no longer runs it (its outcome was lost) after' END,
+                    j.attempts, j.max_attempts))
            FROM stale WHERE j.id = stale.id
-         RETURNING j.status, j.job_type"
+         RETURNING j.status, j.job_type, stale.why"
     ));
-    let rows: Vec<(String, String)> = fence
+    let rows: Vec<(String, String, String)> = fence
         .bind(query)
         .bind(cfg.rescue_after.as_secs_f64())
         .bind(cfg.max_run_time.as_secs_f64())
         .bind(cfg.batch_size)
         .fetch_all(pool)
         .await?;
-    for (status, kind) in &rows {
+    for (status, kind, _) in &rows {
         metrics::counter!(crate::metrics::JOBS_RESCUED, "kind" => kind.clone()).increment(1);
         if status == "Dead" {
             metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => kind.clone(), "outcome" => "dead").increment(1);
         }
     }
-    let dead = rows.iter().filter(|(s, _)| s == "Dead").count() as u64;
+    let count = |why: &str| rows.iter().filter(|r| r.2 == why).count() as u64;
+    let dead = rows.iter().filter(|r| r.0 == "Dead").count() as u64;
     let out = RescuerOutcome {
         rescued: rows.len() as u64 - dead,
         dead,
+        lost: count("lost"),
     };
-    if out != RescuerOutcome::default() {
+    if !rows.is_empty() {
         tracing::warn!(
             rescued = out.rescued,
             dead = out.dead,
-            "rescued jobs of workers that stopped mid-run"
+            worker_stopped = count("stopped"),
+            overran = count("overran"),
+            outcome_lost = out.lost,
+            "rescued jobs whose worker stopped mid-run or lost their outcome"
         );
     }
     Ok(out)

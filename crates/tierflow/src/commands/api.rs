@@ -181,10 +181,10 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "api stopped with an error"),
         Err(e) => tracing::error!(error = %e, "api task failed"),
     }
-    if fleet_done.is_none() {
-        if let Ok(report) = fleet_task.await {
-            failure = failure.or(report.stopped_early);
-        }
+    if fleet_done.is_none()
+        && let Ok(report) = fleet_task.await
+    {
+        failure = failure.or(report.stopped_early);
     }
     let _ = ops.await;
     db.close().await;
