@@ -50,8 +50,9 @@ const COMPLETER_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`FleetConfig::lock_timeout`]); well under any job's timeout, long enough for a request's
 /// transaction to finish.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections of the liveness pool: the heartbeat and the elector.
-const LIVENESS_CONNECTIONS: u32 = 2;
+/// Connections of the liveness pool, opened beside the pool a fleet is given: the heartbeat's
+/// and the elector's. A process's connection budget counts them.
+pub const LIVENESS_CONNECTIONS: u32 = 2;
 
 /// Fleet settings. Defaults are the named constants of each part.
 #[derive(Debug, Clone)]

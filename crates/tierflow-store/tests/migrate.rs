@@ -40,6 +40,63 @@ async fn concurrent_migrations_apply_once() {
     assert_eq!(ids, ["free", "starter", "professional", "enterprise"]);
 }
 
+/// The queue schema tierflow builds on is exactly apalis-postgres 1.0.0's (pinned with `=` in
+/// Cargo.toml): its migrations, in order, then tierflow's on top, on an empty database. A new
+/// apalis release that changes them fails here before it can change the schema under tierflow's
+/// own migrations (which trim and extend `apalis.jobs` and `apalis.workers`).
+#[tokio::test]
+async fn apalis_migrations_are_the_pinned_ones_and_tierflows_apply_on_top() {
+    let db = TestDb::empty().await;
+    let report = migrate(db.pool()).await.unwrap();
+    let apalis: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM apalis._sqlx_migrations ORDER BY version")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        apalis,
+        [
+            20220530084123,
+            20220709210445,
+            20230330210841,
+            20230408110421,
+            20230408234928,
+            20240225141841,
+            20250210092135,
+            20250223193249,
+            20250307001101,
+            20250404160441,
+            20250722071207,
+            20251018164839,
+            20251018164912,
+            20251018165007,
+            20251018165033,
+            20251018165056,
+            20251018165121,
+            20251225090252,
+            20260508093314,
+            20260605000000,
+            20260824233636,
+            20260826101335,
+            20260902075949,
+        ],
+        "apalis-postgres's migrations changed: review them against migrations/ before bumping the pin"
+    );
+    assert_eq!(report.queue_applied, apalis.len());
+    assert!(report.tierflow_applied > 0);
+    // What tierflow's migrations add to apalis's tables is there.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_schema = 'apalis' AND table_name = 'workers' AND column_name LIKE 'holding%'
+          ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(columns, ["holding", "holding_at"]);
+    assert!(is_current(db.pool()).await.unwrap());
+}
+
 /// Seeding never undoes an operator's edit of a canonical tier.
 #[tokio::test]
 async fn seeding_keeps_operator_edits() {

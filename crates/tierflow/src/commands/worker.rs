@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use tierflow_domain::SystemClock;
 use tierflow_queue::FleetConfig;
+use tierflow_queue::fleet::LIVENESS_CONNECTIONS;
 use tierflow_queue::maintenance::cleaner::CleanerConfig;
 use tierflow_queue::maintenance::elector::ElectorConfig;
 use tierflow_queue::maintenance::rescuer::RescuerConfig;
@@ -120,15 +121,25 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The database for a fleet, its pool sized so each running job holds one connection for its
-/// transaction, plus a few for the producers, the heartbeat, the maintenance leader and the API.
+/// The database for a fleet, sized so each running job holds one connection for its
+/// transaction, plus a few for the producers' claims, LISTEN and the API. Of the process's
+/// `--db-pool-size`, [`LIVENESS_CONNECTIONS`] go to the fleet's own pool for the heartbeat and
+/// the maintenance lease (so jobs cannot starve them); the rest is the pool opened here.
 pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<database::Db> {
     let kinds = tierflow_store::jobs::KINDS.len() as u32;
     let size = db
         .db_pool_size
         .unwrap_or(config.concurrency as u32 * kinds + 4);
-    tracing::debug!(pool_size = size, "worker pool");
-    database::open(db, size, true).await
+    anyhow::ensure!(
+        size > LIVENESS_CONNECTIONS,
+        "--db-pool-size {size} is too small for a worker: it needs more than {LIVENESS_CONNECTIONS} (the heartbeat's and the maintenance lease's), and one per job slot to run at full speed"
+    );
+    tracing::debug!(
+        pool_size = size,
+        liveness = LIVENESS_CONNECTIONS,
+        "worker pools"
+    );
+    database::open(db, size - LIVENESS_CONNECTIONS, true).await
 }
 
 /// The fleet with every job kind, delivering events as configured.
