@@ -14,13 +14,11 @@
 //! - [`transitions`] — [`request_transition`] (in the caller's transaction), [`submit_transition`] (in
 //!   its own), cancel, history.
 //! - [`overrides`] — create and remove temporary limit overrides.
-//! - [`actions`] — what each job does to tierflow's state, once (called by the worker).
-//! - [`jobs`] — the job payloads tierflow enqueues, and their kind names and attempt budgets.
+//! - [`jobs`] — one module per job kind: payload, policy, handler and effect (exactly once).
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
 //! - [`error`] — [`StoreError`].
 
-pub mod actions;
 pub mod audit;
 pub mod error;
 pub mod events;

@@ -6,7 +6,7 @@ mod common;
 use chrono::Duration;
 use common::*;
 use tierflow_domain::transition::{Action, Target};
-use tierflow_store::actions::{ActionOutcome, run_transition_action};
+use tierflow_store::jobs::{ActionOutcome, run_transition_action};
 use tierflow_store::{audit, tenants, transitions};
 
 async fn run(

@@ -7,7 +7,7 @@ use chrono::Duration;
 use common::*;
 use tierflow_domain::ids::{Actor, OverrideId};
 use tierflow_domain::limit_override::{EntitlementType, OverrideReason};
-use tierflow_store::actions::{ActionOutcome, expire_override};
+use tierflow_store::jobs::{ActionOutcome, expire_override};
 use tierflow_store::overrides::{OverrideRequest, create_override, get, remove_override};
 use tierflow_store::{StoreError, tenants};
 

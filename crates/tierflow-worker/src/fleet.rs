@@ -4,18 +4,21 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tierflow_queue::{Fleet, FleetConfig};
-use tierflow_store::jobs::{ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, VoiceDisable};
+use tierflow_store::jobs::{
+    ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, VoiceDisable, apply_downgrade,
+    expire_override, sla_freeze, voice_disable,
+};
 
-use crate::{WorkerState, jobs};
+use crate::{WorkerState, deliver_event};
 
-/// A fleet running every tierflow job kind.
+/// A fleet running every tierflow job kind: one line per kind.
 pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Fleet<WorkerState> {
     Fleet::new(pool, state, config)
-        .register::<VoiceDisable>(jobs::voice_disable::handle)
-        .register::<SlaFreeze>(jobs::sla_freeze::handle)
-        .register::<ApplyDowngrade>(jobs::apply_downgrade::handle)
-        .register::<ExpireOverride>(jobs::expire_override::handle)
-        .register_standalone::<DeliverEvent>(jobs::deliver_event::handle)
+        .register::<VoiceDisable>(|job, tx, s| voice_disable::handle(job, tx, &s.store))
+        .register::<SlaFreeze>(|job, tx, s| sla_freeze::handle(job, tx, &s.store))
+        .register::<ApplyDowngrade>(|job, tx, s| apply_downgrade::handle(job, tx, &s.store))
+        .register::<ExpireOverride>(|job, tx, s| expire_override::handle(job, tx, &s.store))
+        .register_standalone::<DeliverEvent>(deliver_event::handle)
         .sample_sql(
             tierflow_store::metrics::ACTIVE_OVERRIDES,
             tierflow_store::metrics::ACTIVE_OVERRIDES_SQL,

@@ -1,19 +1,17 @@
-//! tierflow's job handlers, and the fleet that runs them.
+//! tierflow's worker: the fleet that runs every job kind, and the webhook delivery.
 //!
-//! Each job kind is one module under [`jobs`]: a handler, a plain function from the kind's payload
-//! (defined with its kind name and attempt budget in `tierflow_store::jobs`), the job's
-//! transaction and the store [`Context`], to an [`Outcome`]. The handler asks the store to apply
-//! the job's effect (`tierflow_store::actions`), which is guarded by the domain row it changes, so
-//! a second run is a no-op that says so. [`fleet`] registers every kind with the queue's runtime.
+//! Each job kind is one module of `tierflow_store::jobs` (payload, policy, handler, effect,
+//! guarded by the domain row it changes, so a second run is a no-op that says so); [`fleet`]
+//! registers each with the queue's runtime, one line per kind. The one kind whose effect lies
+//! outside the database, `deliver_event`, has its handler here, beside the HTTP client.
 //!
 //! # Layout
-//! - [`jobs`] — one module per kind: `voice_disable`, `sla_freeze`, `apply_downgrade`,
-//!   `expire_override`, `deliver_event`.
-//! - [`webhook`] — signing deliveries, and the check a receiver runs.
 //! - [`fleet`] — [`fleet::build`]: a `tierflow_queue::Fleet` with every handler registered.
+//! - [`deliver_event`] — POSTs one signed event to one endpoint.
+//! - [`webhook`] — signing deliveries, and the check a receiver runs.
 
+pub mod deliver_event;
 pub mod fleet;
-pub mod jobs;
 pub mod webhook;
 
 pub use tierflow_queue::{FleetConfig, Outcome};

@@ -1,4 +1,5 @@
-//! What each job does to tierflow's state — exactly once, however often the job runs.
+//! The effect shared by the three jobs of a downgrade (`voice_disable`, `sla_freeze`,
+//! `apply_downgrade`) — exactly once, however often the job runs.
 //!
 //! Each takes `now` rather than reading the context's clock: in the worker it is the database's
 //! time in the job's transaction, the same clock that decided the job was due, so a worker host
@@ -18,35 +19,17 @@
 //! | `voice_disable`   | transition `pending`, action `scheduled`      | action `done` (voice is off from the request on; this records the enforcement for downstream) |
 //! | `sla_freeze`      | transition `pending`, action `scheduled`      | action `done` (likewise for SLA, escalation, routing) |
 //! | `apply_downgrade` | transition `pending`, grace ended             | tier moved, transition `effective`, its holds lifted |
-//! | `expire_override` | override `active`, `expires_at` reached       | override `expired`                             |
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use tierflow_domain::ids::{OverrideId, TenantId, TierId, TransitionId};
+use tierflow_domain::ids::{TenantId, TierId, TransitionId};
 use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_apply_downgrade};
+use tierflow_queue::{HandlerFuture, JobTx};
 
-use crate::audit::{self, AuditEvent, audit_columns};
+use super::{ActionOutcome, job_error, no_op, outcome};
+use crate::audit::{AuditEvent, audit_columns};
 use crate::error::corrupt;
 use crate::{Context, StoreError, events, tenants};
-
-/// What a job run did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum ActionOutcome {
-    /// The effect was applied; the tenant is now at this version.
-    Applied { tenant_version: i64 },
-    /// Nothing to do, and why (already done, cancelled, superseded).
-    NoOp { reason: String },
-    /// Too early: run again at this time.
-    NotYetDue { due_at: DateTime<Utc> },
-}
-
-fn no_op(reason: impl Into<String>) -> ActionOutcome {
-    ActionOutcome::NoOp {
-        reason: reason.into(),
-    }
-}
 
 /// Runs `voice_disable`, `sla_freeze` or `apply_downgrade` for a transition, in the caller's
 /// transaction, at `now`: the job's time, read from the database in that transaction (the worker)
@@ -211,69 +194,20 @@ pub async fn run_transition_action(
     })
 }
 
-/// Runs `expire_override`, in the caller's transaction, at `now` (as
-/// [`run_transition_action`]).
-pub async fn expire_override(
-    tx: &mut PgConnection,
-    ctx: &Context,
-    now: DateTime<Utc>,
-    tenant_id: &TenantId,
-    override_id: OverrideId,
-) -> Result<ActionOutcome, StoreError> {
-    let tenant = tenants::lock(tx, tenant_id).await?;
-    let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT status, expires_at FROM entitlement_overrides WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-    )
-    .bind(override_id.0)
-    .bind(tenant_id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((status, expires_at)) = row else {
-        return Ok(no_op(format!("override {override_id} does not exist")));
-    };
-    if status != "active" {
-        return Ok(no_op(format!("override {override_id} is {status}")));
-    }
-    if now < expires_at {
-        return Ok(ActionOutcome::NotYetDue { due_at: expires_at });
-    }
-    sqlx::query(
-        "UPDATE entitlement_overrides SET status = 'expired', ended_at = $2, ended_by = 'job:expire_override'
-          WHERE id = $1",
-    )
-    .bind(override_id.0)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let version = tenants::bump(tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
-    audit::record(
-        tx,
-        AuditEvent {
-            tenant_id: tenant_id.as_str(),
-            occurred_at: now,
-            actor: "job:expire_override",
-            action: "override.expired",
-            subject_type: "override",
-            subject_id: override_id.to_string(),
-            reason: None,
-            idempotency_key: None,
-            details: serde_json::json!({ "expires_at": expires_at }),
-        },
-    )
-    .await?;
-    let id = override_id.to_string();
-    events::announce_change(
-        tx,
-        ctx,
-        &tenant,
-        version,
-        "override.expired",
-        "override",
-        &id,
-        now,
-    )
-    .await?;
-    Ok(ActionOutcome::Applied {
-        tenant_version: version,
+/// The handler of one of the three kinds: runs `action` for the job's transaction in the job's
+/// transaction, at the database's time.
+pub(super) fn handle<'a>(
+    tenant_id: TenantId,
+    transition_id: TransitionId,
+    action: Action,
+    tx: JobTx<'a>,
+    ctx: &'a Context,
+) -> HandlerFuture<'a> {
+    Box::pin(async move {
+        tracing::Span::current().record("tenant_id", tenant_id.as_str());
+        run_transition_action(tx.conn, ctx, tx.now, &tenant_id, transition_id, action)
+            .await
+            .map(outcome)
+            .map_err(job_error)
     })
 }

@@ -1,4 +1,6 @@
-//! `deliver_event`: POSTs one signed `entitlement.changed` event to one webhook endpoint.
+//! `deliver_event`'s handler: POSTs one signed `entitlement.changed` event to one webhook
+//! endpoint. The kind (payload, attempts, durable claims) is `tierflow_store::jobs::deliver_event`;
+//! the handler lives here, with the HTTP client.
 //!
 //! 2xx is delivered. 408, 429 and 5xx, timeouts and connection errors are retried with backoff
 //! (`tierflow_store::jobs::DeliverEvent` sets the attempts); any other 4xx means the endpoint will

@@ -1,0 +1,156 @@
+//! The jobs tierflow enqueues, one module per kind: its payload, its policy (the `Job` impl:
+//! permanent kind name, attempts, backoff, timeout), its handler and the effect it has on
+//! tierflow's state, with the tests that prove it named in the module doc. Adding a kind is a
+//! module here and one registration line in `tierflow_worker::fleet`.
+//!
+//! | kind | due | attempts | effect |
+//! |---|---|---|---|
+//! | [`voice_disable`] | at the request | 10 | records the enforcement of "voice off", announces it |
+//! | [`sla_freeze`] | at the request | 10 | likewise for SLA, escalation, routing |
+//! | [`apply_downgrade`] | at the grace end | 20 | moves the tier, makes the transition effective |
+//! | [`expire_override`] | at the override's expiry | 20 | ends the override |
+//! | [`deliver_event`] | with the change | 14 | POSTs one event (handler in `tierflow-worker`) |
+//!
+//! Every handler reads "now" from the job's transaction ([`tierflow_queue::JobTx::now`], the
+//! database's clock), never from the host.
+//!
+//! Each job also has a key, unique within its kind, by which superseded work is cancelled:
+//! `transition:<id>` for the three transition actions, `override:<id>` for an expiry.
+
+pub mod apply_downgrade;
+pub mod deliver_event;
+pub mod expire_override;
+pub mod sla_freeze;
+pub mod transition_action;
+pub mod voice_disable;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tierflow_domain::ids::{OverrideId, TransitionId};
+use tierflow_domain::transition::Action;
+use tierflow_queue::{Job, JobError, JobKey, Outcome};
+
+pub use apply_downgrade::ApplyDowngrade;
+pub use deliver_event::DeliverEvent;
+pub use expire_override::{ExpireOverride, expire_override};
+pub use sla_freeze::SlaFreeze;
+pub use transition_action::run_transition_action;
+pub use voice_disable::VoiceDisable;
+
+use crate::StoreError;
+
+/// What a job run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum ActionOutcome {
+    /// The effect was applied; the tenant is now at this version.
+    Applied { tenant_version: i64 },
+    /// Nothing to do, and why (already done, cancelled, superseded).
+    NoOp { reason: String },
+    /// Too early: run again at this time.
+    NotYetDue { due_at: DateTime<Utc> },
+}
+
+fn no_op(reason: impl Into<String>) -> ActionOutcome {
+    ActionOutcome::NoOp {
+        reason: reason.into(),
+    }
+}
+
+/// The queue outcome of a job's effect.
+fn outcome(o: ActionOutcome) -> Outcome {
+    match o {
+        ActionOutcome::Applied { tenant_version } => {
+            Outcome::Done(format!("applied; tenant at version {tenant_version}"))
+        }
+        ActionOutcome::NoOp { reason } => Outcome::NoOp(reason),
+        ActionOutcome::NotYetDue { due_at } => Outcome::NotYetDue(due_at),
+    }
+}
+
+/// A store error as a job error: what retrying cannot fix (the tenant is gone, stored data does
+/// not parse) is permanent; a wait for a row lock past the job's `lock_timeout` (SQLSTATE 55P03)
+/// is contention, retried soon without spending an attempt; the rest (database trouble) is
+/// retried with backoff.
+fn job_error(e: StoreError) -> JobError {
+    match e {
+        StoreError::Database(sqlx::Error::Database(ref db))
+            if db.code().as_deref() == Some("55P03") =>
+        {
+            JobError::Contended(format!("waited too long for a lock: {e}"))
+        }
+        StoreError::Database(_) | StoreError::Queue(_) => JobError::Retry(e.to_string()),
+        other => JobError::Permanent(other.to_string()),
+    }
+}
+
+/// The kind name of a transition action's job.
+pub fn action_kind(action: Action) -> &'static str {
+    match action {
+        Action::VoiceDisable => VoiceDisable::KIND,
+        Action::SlaFreeze => SlaFreeze::KIND,
+        Action::ApplyDowngrade => ApplyDowngrade::KIND,
+    }
+}
+
+/// The key of a transition's jobs.
+pub fn transition_key(id: TransitionId) -> String {
+    format!("transition:{id}")
+}
+
+/// The keys of every job a pending transition may have.
+pub fn transition_job_keys(id: TransitionId) -> Vec<JobKey> {
+    [
+        Action::VoiceDisable,
+        Action::SlaFreeze,
+        Action::ApplyDowngrade,
+    ]
+    .into_iter()
+    .map(|a| JobKey {
+        kind: action_kind(a),
+        key: transition_key(id),
+    })
+    .collect()
+}
+
+/// The key of an override's expiry job.
+pub fn override_key(id: OverrideId) -> JobKey {
+    JobKey {
+        kind: ExpireOverride::KIND,
+        key: format!("override:{id}"),
+    }
+}
+
+/// Every kind tierflow enqueues (the worker registers a handler for each).
+pub const KINDS: [&str; 5] = [
+    VoiceDisable::KIND,
+    SlaFreeze::KIND,
+    ApplyDowngrade::KIND,
+    ExpireOverride::KIND,
+    DeliverEvent::KIND,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_unique_snake_case() {
+        let mut kinds = KINDS.to_vec();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), KINDS.len());
+        assert!(
+            KINDS
+                .iter()
+                .all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
+    }
+
+    #[test]
+    fn unknown_payload_fields_are_refused() {
+        let bad =
+            r#"{"tenant_id":"a","transition_id":"0190a0a0-0000-7000-8000-000000000000","x":1}"#;
+        assert!(serde_json::from_str::<VoiceDisable>(bad).is_err());
+    }
+}
