@@ -199,6 +199,77 @@ async fn a_frozen_leader_is_replaced_and_changes_nothing_when_it_wakes() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// What the crash and failover tests share: a webhook receiver, a pool and a store context for
+/// the request stream, 50 tenants provisioned, and two workers with the production liveness
+/// settings, their logs kept to count what the rescuers did.
+struct Scene {
+    receiver: Receiver,
+    pool: PgPool,
+    ctx: Arc<Context>,
+    workers: Vec<WorkerProc>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl Scene {
+    async fn start(url: &str) -> Scene {
+        let receiver = Receiver::start().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .unwrap();
+        let ctx =
+            Arc::new(Context::new(Arc::new(SystemClock)).with_webhooks(vec![receiver.url.clone()]));
+        provision_all(&pool, &ctx, 50).await;
+        let env = production_env(Some(&receiver.url));
+        let hosts = ["node-a", "node-b"];
+        let run = uuid::Uuid::new_v4();
+        let logs: Vec<_> = hosts
+            .iter()
+            .map(|h| std::env::temp_dir().join(format!("tierflow-faults-{run}-{h}.log")))
+            .collect();
+        let workers = hosts
+            .iter()
+            .zip(&logs)
+            .map(|(h, log)| WorkerProc::start_logged(url, h, &env_refs(&env), log))
+            .collect();
+        Scene {
+            receiver,
+            pool,
+            ctx,
+            workers,
+            logs,
+        }
+    }
+
+    /// Jobs the rescuers (per their log lines) took from a live worker that had lost their
+    /// outcome.
+    fn lost_outcomes(&self) -> u64 {
+        self.logs
+            .iter()
+            .filter_map(|l| std::fs::read_to_string(l).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|line| line.split("outcome_lost=").nth(1))
+                    .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    /// Checks every worker lived through the fault, then stops them with SIGTERM.
+    fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            assert!(w.alive(), "a worker exited during the fault");
+            assert!(w.terminate(), "a worker did not stop cleanly");
+        }
+        for log in &self.logs {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
 /// A fake downstream system: answers 200 to every webhook and keeps every delivered event, by id.
 struct Receiver {
     url: String,
@@ -295,28 +366,8 @@ async fn a_database_crash_under_load_strands_no_job() {
     let url = pg.url("postgres");
     let migrated = tierflow(&url, &["migrate"]);
     assert!(migrated.status.success());
-    let receiver = Receiver::start().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&url)
-        .await
-        .unwrap();
-    let ctx =
-        Arc::new(Context::new(Arc::new(SystemClock)).with_webhooks(vec![receiver.url.clone()]));
-    provision_all(&pool, &ctx, 50).await;
-    let env = production_env(Some(&receiver.url));
-    let logs: Vec<_> = ["node-a", "node-b"]
-        .iter()
-        .map(|h| {
-            std::env::temp_dir().join(format!("tierflow-crash-{h}-{}.log", uuid::Uuid::new_v4()))
-        })
-        .collect();
-    let mut workers: Vec<WorkerProc> = ["node-a", "node-b"]
-        .iter()
-        .zip(&logs)
-        .map(|(h, log)| WorkerProc::start_logged(&url, h, &env_refs(&env), log))
-        .collect();
+    let mut scene = Scene::start(&url).await;
+    let (pool, ctx) = (scene.pool.clone(), scene.ctx.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(stream(&pool, &ctx, stop.clone(), 5));
@@ -359,31 +410,12 @@ async fn a_database_crash_under_load_strands_no_job() {
         .unwrap();
     eprintln!(
         "crash under load: {accepted} transitions accepted, {} events delivered, {again} jobs run more than once, {} rescued from a live worker that lost their outcome; worst grace-end lateness {worst:.2} s",
-        receiver.event_ids().len(),
-        lost_outcomes(&logs)
+        scene.receiver.event_ids().len(),
+        scene.lost_outcomes()
     );
     assert!(worst <= 15.0, "a grace end was applied {worst:.2} s late");
     assert_consistent(&pool).await;
-    for w in &mut workers {
-        assert!(w.alive(), "a worker exited during the crash");
-        assert!(w.terminate());
-    }
-    for log in &logs {
-        let _ = std::fs::remove_file(log);
-    }
-}
-
-/// Jobs the rescuers (per their log lines) took from a live worker that had lost their outcome.
-fn lost_outcomes(logs: &[std::path::PathBuf]) -> u64 {
-    logs.iter()
-        .filter_map(|l| std::fs::read_to_string(l).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|line| line.split("outcome_lost=").nth(1))
-                .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+    scene.stop_workers();
 }
 
 /// `tierflow run` whose worker half can no longer work — its role lost the right to write
@@ -500,21 +532,8 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
     let migrated = tierflow(&url, &["migrate"]);
     assert!(migrated.status.success());
 
-    let receiver = Receiver::start().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&url)
-        .await
-        .unwrap();
-    let ctx =
-        Arc::new(Context::new(Arc::new(SystemClock)).with_webhooks(vec![receiver.url.clone()]));
-    provision_all(&pool, &ctx, 50).await;
-    let env = production_env(Some(&receiver.url));
-    let mut workers: Vec<WorkerProc> = ["node-a", "node-b"]
-        .iter()
-        .map(|h| WorkerProc::start_with(&url, h, &env_refs(&env)))
-        .collect();
+    let mut scene = Scene::start(&url).await;
+    let (pool, ctx) = (scene.pool.clone(), scene.ctx.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(stream(&pool, &ctx, stop.clone(), 21));
     wait_until(Duration::from_secs(30), "a busy queue", || async {
@@ -537,7 +556,7 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
 
     wait_for_quiet_queue(&pool, Duration::from_secs(60)).await;
     let worst = worst_lateness(&pool, promoted).await;
-    let events = receiver.events();
+    let events = scene.receiver.events();
     let mut missing = Vec::new();
     let mut different = Vec::new();
     for (id, delivered) in &events {
@@ -557,8 +576,9 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
         }
     }
     eprintln!(
-        "failover: {accepted} transitions accepted, {} distinct events delivered; worst grace-end lateness {worst:.2} s after the promotion",
-        events.len()
+        "failover: {accepted} transitions accepted, {} distinct events delivered, {} jobs rescued from a live worker that lost their outcome; worst grace-end lateness {worst:.2} s after the promotion",
+        events.len(),
+        scene.lost_outcomes()
     );
     assert!(
         missing.is_empty(),
@@ -570,8 +590,5 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
     );
     assert!(worst <= 15.0, "a grace end was applied {worst:.2} s late");
     assert_consistent(&pool).await;
-    for w in &mut workers {
-        assert!(w.alive(), "a worker exited during the failover");
-        assert!(w.terminate());
-    }
+    scene.stop_workers();
 }

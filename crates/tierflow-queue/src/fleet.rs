@@ -356,6 +356,8 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         let _ = elector_task.await;
         while background.join_next().await.is_some() {}
         while parts.join_next().await.is_some() {}
+        // Its users are gone; a connection lost mid-statement must not hold the exit up.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.liveness.close()).await;
         tracing::info!(worker_id = %id, "worker stopped");
         ShutdownReport {
             handed_back,

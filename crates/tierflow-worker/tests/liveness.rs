@@ -56,6 +56,22 @@ async fn ghost_worker(pool: &PgPool, id: &str, silent_secs: f64) {
     .unwrap();
 }
 
+/// Provisions `acme` and requests a downgrade with a long grace; returns the id of its
+/// `voice_disable` job (due now).
+async fn acme_voice_disable_job(pool: &PgPool, ctx: &Context) -> String {
+    provision(pool, ctx, "acme").await;
+    let jobs = request_downgrade(pool, ctx, "acme", Duration::from_secs(3600)).await;
+    job_of(&jobs, "voice_disable")
+}
+
+/// The id of the job of `kind` among `jobs` (kind, id).
+fn job_of(jobs: &[(String, String)], kind: &str) -> String {
+    jobs.iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, id)| id.clone())
+        .unwrap_or_else(|| panic!("no {kind} job in {jobs:?}"))
+}
+
 /// Audit rows of `action` (e.g. `action.voice_disable`).
 async fn audits(pool: &PgPool, action: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = $1")
@@ -114,8 +130,10 @@ async fn a_deposed_leader_changes_nothing() {
     let ctx = system_ctx();
     provision(pool, &ctx, "acme").await;
     let jobs = request_downgrade(pool, &ctx, "acme", Duration::from_secs(3600)).await;
-    let voice = &jobs.iter().find(|(k, _)| k == "voice_disable").unwrap().1;
-    let sla = &jobs.iter().find(|(k, _)| k == "sla_freeze").unwrap().1;
+    let (voice, sla) = (
+        &job_of(&jobs, "voice_disable"),
+        &job_of(&jobs, "sla_freeze"),
+    );
     mark_running(pool, voice, "ghost", 60.0).await;
     sqlx::query("UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '30 days' WHERE id = $1")
         .bind(sla)
@@ -160,14 +178,7 @@ async fn a_job_whose_completion_was_lost_is_rescued_from_its_live_worker() {
     let db = db().await;
     let pool = db.pool();
     let ctx = system_ctx();
-    provision(pool, &ctx, "acme").await;
-    let jobs = request_downgrade(pool, &ctx, "acme", Duration::from_secs(3600)).await;
-    let voice = jobs
-        .iter()
-        .find(|(k, _)| k == "voice_disable")
-        .unwrap()
-        .1
-        .clone();
+    let voice = acme_voice_disable_job(pool, &ctx).await;
     // The other job due now stays out of the way.
     sqlx::query("UPDATE apalis.jobs SET run_at = now() + interval '1 hour' WHERE id <> $1")
         .bind(&voice)
@@ -206,14 +217,7 @@ async fn a_prune_storm_does_not_delay_rescue() {
     .await
     .unwrap();
     let ctx = system_ctx();
-    provision(pool, &ctx, "acme").await;
-    let jobs = request_downgrade(pool, &ctx, "acme", Duration::from_secs(3600)).await;
-    let voice = jobs
-        .iter()
-        .find(|(k, _)| k == "voice_disable")
-        .unwrap()
-        .1
-        .clone();
+    let voice = acme_voice_disable_job(pool, &ctx).await;
     // The worker dies now: its job becomes an orphan only after rescue_after (1 s), when the
     // cleaner is well into its million rows.
     ghost_worker(pool, "ghost", 0.0).await;
@@ -273,7 +277,7 @@ async fn skewed_worker_clocks_neither_apply_early_nor_loop() {
               WHERE t.tenant_id = $1 AND t.kind = 'downgrade'",
         )
         .bind(&tenant)
-        .bind(&jobs.iter().find(|(k, _)| k == "apply_downgrade").unwrap().1)
+        .bind(job_of(&jobs, "apply_downgrade"))
         .fetch_one(pool)
         .await
         .unwrap();

@@ -239,8 +239,11 @@ async fn graceful_shutdown_finishes_in_flight_and_hands_back_the_rest() {
     config.concurrency = 1;
     let running = start(fleet(pool, config));
     let mut ids = Vec::new();
+    // Each job runs 2 s, well within the 5 s drain: the stop, sent as soon as the first is seen
+    // running, reaches the fleet before that job ends even on a loaded machine (with 400 ms it
+    // sometimes did not, and a second job started).
     for _ in 0..3 {
-        ids.push(push(pool, &Echo { ms: 400 }).await);
+        ids.push(push(pool, &Echo { ms: 2000 }).await);
     }
     let first = wait_until(Duration::from_secs(10), "a job to start", || async {
         let r: Option<String> =

@@ -104,12 +104,6 @@ impl Leadership {
             .filter(|l| Instant::now() < l.valid_until)
             .map(|l| l.fence.clone())
     }
-
-    /// A leadership that never leads (for a process that runs no maintenance).
-    pub fn never() -> Leadership {
-        let (_, rx) = watch::channel(None);
-        Leadership { rx }
-    }
 }
 
 /// Elector settings.
