@@ -592,3 +592,64 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
     assert_consistent(&pool).await;
     scene.stop_workers();
 }
+
+/// `tierflow run` and `tierflow worker` whose database has been unreachable since they started
+/// (waiting for it, not crash-looping) stop on SIGTERM at once, with success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_processes_waiting_for_an_unreachable_database() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/tierflow");
+    for cmd in ["run", "worker"] {
+        let log =
+            std::env::temp_dir().join(format!("tierflow-unreachable-{}.log", uuid::Uuid::new_v4()));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+            .arg(cmd)
+            .env("DATABASE_URL", &url)
+            .env("TIERFLOW_LISTEN", "127.0.0.1:0")
+            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+            .env("TIERFLOW_SERVICE_TOKENS", "billing:svc-secret-0123456789")
+            .env("TIERFLOW_ADMIN_TOKENS", "ops:adm-secret-0123456789")
+            .env("TIERFLOW_DB_CONNECT_TIMEOUT", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_until(
+            Duration::from_secs(30),
+            "the process to wait for its database",
+            || async {
+                let text = std::fs::read_to_string(&log).ok()?;
+                text.contains("waiting for the database").then_some(())
+            },
+        )
+        .await;
+        let sent = Instant::now();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "`tierflow {cmd}` still running 10 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!(
+            "tierflow {cmd}: {status} {:?} after SIGTERM",
+            sent.elapsed()
+        );
+        assert!(status.success(), "tierflow {cmd}: {status}\n{text}");
+        let _ = std::fs::remove_file(&log);
+    }
+}
