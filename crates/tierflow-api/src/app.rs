@@ -56,6 +56,7 @@ impl Api {
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
             .layer(
                 ServiceBuilder::new()
+                    .layer(axum::middleware::map_request(drop_unsafe_request_id))
                     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                     .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                         let id = req
@@ -85,4 +86,24 @@ impl Api {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+/// Longest `X-Request-Id` taken from a caller; it is repeated on every log line of the request.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Removes a caller's `X-Request-Id` that is not a short run of letters, digits and `-_.:` (a
+/// crafted value could forge log fields; a huge one would repeat on every log line), so that a
+/// fresh one is generated in its place.
+async fn drop_unsafe_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let safe = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    };
+    if req.headers().get("x-request-id").is_some_and(|v| !safe(v)) {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }

@@ -92,9 +92,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let value = header.to_str().map_err(|_| {
             ApiError::Unauthorized("the Authorization header is not valid text".into())
         })?;
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-        })?;
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer x` is `Bearer x`.
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
         state
             .tokens
             .find(token.trim())

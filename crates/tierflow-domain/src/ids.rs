@@ -22,6 +22,14 @@ fn check_text(
     if value.is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
+    // Ids travel as URL path segments, which proxies and HTTP clients rewrite when they are dot
+    // segments (`/v1/tenants/../entitlement`).
+    if value == "." || value == ".." {
+        return Err(DomainError::invalid(
+            field,
+            format!("must not be {value:?}: a path segment of only dots is rewritten on its way"),
+        ));
+    }
     let len = value.chars().count();
     if len > max {
         return Err(DomainError::invalid(
@@ -153,6 +161,16 @@ uuid_newtype!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_not_ids() {
+        for bad in [".", ".."] {
+            let err = TenantId::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("path segment"), "{bad}: {err}");
+        }
+        assert!(TenantId::parse("...").is_ok());
+        assert!(TenantId::parse("a.b").is_ok());
+    }
 
     #[test]
     fn tenant_id_accepts_upstream_shapes() {

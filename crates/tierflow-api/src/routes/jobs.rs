@@ -36,12 +36,16 @@ pub struct JobsQuery {
 
 /// Jobs, most recently due first.
 #[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", security(("bearer" = [])), params(JobsQuery),
-    responses((status = 200, description = "the jobs", body = Vec<Object>), (status = 400, body = Problem, description = "malformed request")))]
+    responses((status = 200, description = "the jobs", body = Vec<Object>), (status = 400, body = Problem, description = "malformed request"),
+                 (status = 422, body = Problem, description = "kind is not a job kind's name")))]
 async fn list(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
     Query(q): Query<JobsQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if let Some(kind) = &q.kind {
+        check_kind(kind)?;
+    }
     if let Some(s) = &q.state
         && JobState::parse(s).is_none()
     {
@@ -64,12 +68,14 @@ async fn list(
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/retry", operation_id = "retry_job", tag = "jobs", security(("bearer" = [])),
     params(("job_id" = String, Path, description = "the job")),
     responses((status = 200, body = Object, description = "success"), (status = 403, body = Problem, description = "not an admin token"), (status = 404, body = Problem, description = "not found"),
-              (status = 409, description = "not dead or cancelled", body = Problem)))]
+              (status = 409, description = "not dead or cancelled", body = Problem),
+              (status = 422, description = "job_id is not a job id", body = Problem)))]
 async fn retry(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
     Path(job_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    check_job_id(&job_id)?;
     let mut conn = state.pool.acquire().await?;
     let row = admin::retry(&mut conn, &job_id).await?;
     answer(row, &job_id, "re-drive", "only Dead or Cancelled jobs")
@@ -79,12 +85,14 @@ async fn retry(
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", tag = "jobs", security(("bearer" = [])),
     params(("job_id" = String, Path, description = "the job")),
     responses((status = 200, body = Object, description = "success"), (status = 403, body = Problem, description = "not an admin token"), (status = 404, body = Problem, description = "not found"),
-              (status = 409, description = "already started or finished", body = Problem)))]
+              (status = 409, description = "already started or finished", body = Problem),
+              (status = 422, description = "job_id is not a job id", body = Problem)))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
     Path(job_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    check_job_id(&job_id)?;
     let mut conn = state.pool.acquire().await?;
     let row = admin::cancel(&mut conn, &job_id).await?;
     answer(row, &job_id, "cancel", "only Pending or Failed jobs")
@@ -103,4 +111,33 @@ fn answer(
             "cannot {action} job {id}: it is {s}; {allowed} can be"
         ))),
     }
+}
+
+/// A job kind filter: a snake_case name, as every kind has (checked before it reaches SQL: a NUL
+/// or a control character would otherwise come back from PostgreSQL as a 500).
+fn check_kind(kind: &str) -> Result<(), ApiError> {
+    if kind.is_empty()
+        || kind.len() > 64
+        || !kind.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    {
+        return Err(ApiError::Validation {
+            detail:
+                "kind must be a job kind's name: lowercase letters and '_' (e.g. apply_downgrade)"
+                    .into(),
+            field: Some("kind".into()),
+        });
+    }
+    Ok(())
+}
+
+/// A job id: what tierflow writes is a ULID (26 letters and digits); apalis's own are UUIDs.
+fn check_job_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::Validation {
+            detail: "job_id must be a job's id: letters, digits and '-' (see GET /v1/jobs)".into(),
+            field: Some("job_id".into()),
+        });
+    }
+    Ok(())
 }
