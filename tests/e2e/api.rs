@@ -242,7 +242,7 @@ async fn every_error_class_is_a_problem_document_and_changes_nothing() {
     let cases: Vec<(reqwest::Response, u16, &str, &str)> = vec![
         (post(t, "{\"tier_id\": ", "application/json").await.unwrap(), 400, "malformed-request", "EOF"),
         (post(t, "{\"tier_id\":\"starter\"}", "text/plain").await.unwrap(), 415, "unsupported-media-type", "application/json"),
-        (post(t, &format!("{{\"tier_id\":\"starter\",\"reason\":\"{}\"}}", "x".repeat(70_000)), "application/json").await.unwrap(), 413, "payload-too-large", "64 KiB"),
+        (post(t, &format!("{{\"tier_id\":\"starter\",\"reason\":\"{}\"}}", "x".repeat(70_000)), "application/json").await.unwrap(), 413, "payload-too-large", "at most 65536 bytes"),
         (post(t, "{\"tier_id\":\"starter\",\"colour\":\"red\"}", "application/json").await.unwrap(), 422, "validation-failed", "unknown field `colour`"),
         (post(t, "{\"tier_id\":42}", "application/json").await.unwrap(), 422, "validation-failed", "invalid type"),
         (post(t, "{\"tier_id\":\"starter\",\"grace_seconds\":-1}", "application/json").await.unwrap(), 422, "validation-failed", "cannot be negative"),
@@ -604,11 +604,41 @@ async fn input_is_strict_at_the_edge() {
             .await;
         assert_eq!(status, 422, "tenant {tenant:?}: {body}");
     }
+    let tier = |name: &str, features: Value, limits: Value, metadata: Value| {
+        json!({"name": name, "category": "paid", "rank": 5, "features": features,
+               "limits": limits, "metadata": metadata})
+    };
+    for (field, body) in [
+        ("name", tier("a\u{0}b", json!({}), json!({}), json!({}))),
+        (
+            "features",
+            tier("n", json!({"vo\u{0}ice": true}), json!({}), json!({})),
+        ),
+        (
+            "limits",
+            tier("n", json!({}), json!({"le\u{1}ads": 5}), json!({})),
+        ),
+        (
+            "metadata",
+            tier("n", json!({}), json!({}), json!({"k": ["\u{0}"]})),
+        ),
+    ] {
+        let (status, problem) = api
+            .admin(Method::PUT, "/v1/tiers/nul-test", Some(body))
+            .await;
+        assert_eq!(status, 422, "{field}: {problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
     let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_entitlements")
         .fetch_one(api.db.pool())
         .await
         .unwrap();
     assert_eq!(listed, 0, "a refused request changed something");
+    let tiers: i64 = sqlx::query_scalar("SELECT count(*) FROM tiers WHERE tier_id = 'nul-test'")
+        .fetch_one(api.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(tiers, 0, "a refused tier was written");
 
     // The scheme is case-insensitive.
     let r = api

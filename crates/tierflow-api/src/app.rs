@@ -28,6 +28,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// The OpenAPI document, rendered once.
     pub openapi_json: String,
+    /// The largest body accepted (`--max-body-bytes`), named in the 413's detail.
+    pub max_body_bytes: usize,
 }
 
 /// A bound, ready-to-serve API.
@@ -47,6 +49,7 @@ impl Api {
             ctx,
             tokens: Tokens::new(&config.tokens),
             openapi_json,
+            max_body_bytes: config.max_body_bytes,
         });
         let router = routes
             .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })

@@ -22,15 +22,17 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(json_rejection(rejection, state.max_body_bytes)),
         }
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
+fn json_rejection(r: JsonRejection, max_body_bytes: usize) -> ApiError {
     let text = r.body_text();
     match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!("{text}; send at most 64 KiB")),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "{text}; send at most {max_body_bytes} bytes (this server's --max-body-bytes)"
+        )),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
             "send the body as JSON with Content-Type: application/json".into(),
         ),

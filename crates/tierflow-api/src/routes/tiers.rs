@@ -81,6 +81,35 @@ async fn put(
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::field("name", "name must be 1 to 100 characters"));
     }
+    // Control characters (NUL above all, which PostgreSQL's text and jsonb refuse) never reach
+    // the database.
+    if body.name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "name",
+            "name must not contain control characters",
+        ));
+    }
+    for (field, key) in body
+        .features
+        .keys()
+        .map(|k| ("features", k))
+        .chain(body.limits.keys().map(|k| ("limits", k)))
+    {
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                field,
+                format!(
+                    "{field} keys must be non-empty and free of control characters; got {key:?}"
+                ),
+            ));
+        }
+    }
+    if has_nul(&body.metadata) {
+        return Err(ApiError::field(
+            "metadata",
+            "metadata must not contain NUL characters",
+        ));
+    }
     if let Some((name, _)) = body.limits.iter().find(|(_, l)| l.is_some_and(|l| l < 0)) {
         return Err(ApiError::field(
             "limits",
@@ -105,4 +134,14 @@ async fn put(
         StatusCode::OK
     };
     Ok((status, axum::Json(to_json(&tier)?)))
+}
+
+/// Whether a NUL character appears in any key or string of `v` (PostgreSQL's `jsonb` refuses it).
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
