@@ -108,6 +108,7 @@ pub struct HistoryPage {
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<serde_json::Value>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
