@@ -444,29 +444,8 @@ async fn run_exits_when_its_worker_half_fails() {
         opts.get_port(),
         opts.get_database().unwrap_or_default()
     );
-    let log = std::env::temp_dir().join(format!("tierflow-half-{}.log", uuid::Uuid::new_v4()));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
-        .arg("run")
-        .env("DATABASE_URL", &url)
-        .env("TIERFLOW_LISTEN", "127.0.0.1:0")
-        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
-        .env("TIERFLOW_SERVICE_TOKENS", "billing:svc-secret-0123456789")
-        .env("TIERFLOW_ADMIN_TOKENS", "ops:adm-secret-0123456789")
-        .env("TIERFLOW_HEARTBEAT_INTERVAL_MS", "200")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "tierflow run to start its worker",
-        || async {
-            let text = std::fs::read_to_string(&log).ok()?;
-            text.contains("worker started").then_some(())
-        },
-    )
-    .await;
+    let (mut child, log) = spawn_logged("run", &url, &[("TIERFLOW_HEARTBEAT_INTERVAL_MS", "200")]);
+    wait_for_line(&log, "worker started").await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "REVOKE INSERT, UPDATE ON apalis.workers FROM {role}"
     )))
@@ -474,16 +453,11 @@ async fn run_exits_when_its_worker_half_fails() {
     .await
     .unwrap();
     let revoked = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            revoked.elapsed() < Duration::from_secs(30),
-            "tierflow run still running 30 s after its worker half lost its privileges"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = wait_for_exit(
+        &mut child,
+        "`tierflow run` after its worker half lost its privileges",
+    )
+    .await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     eprintln!(
         "tierflow run exited {status} {:?} after the revoke",
@@ -604,52 +578,74 @@ async fn sigterm_stops_processes_waiting_for_an_unreachable_database() {
         .port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/tierflow");
     for cmd in ["run", "worker"] {
-        let log =
-            std::env::temp_dir().join(format!("tierflow-unreachable-{}.log", uuid::Uuid::new_v4()));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
-            .arg(cmd)
-            .env("DATABASE_URL", &url)
-            .env("TIERFLOW_LISTEN", "127.0.0.1:0")
-            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
-            .env("TIERFLOW_SERVICE_TOKENS", "billing:svc-secret-0123456789")
-            .env("TIERFLOW_ADMIN_TOKENS", "ops:adm-secret-0123456789")
-            .env("TIERFLOW_DB_CONNECT_TIMEOUT", "1")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_until(
-            Duration::from_secs(30),
-            "the process to wait for its database",
-            || async {
-                let text = std::fs::read_to_string(&log).ok()?;
-                text.contains("waiting for the database").then_some(())
-            },
-        )
-        .await;
+        let (mut child, log) = spawn_logged(cmd, &url, &[("TIERFLOW_DB_CONNECT_TIMEOUT", "1")]);
+        wait_for_line(&log, "waiting for the database").await;
         let sent = Instant::now();
         let term = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(term.success());
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                sent.elapsed() < Duration::from_secs(10),
-                "`tierflow {cmd}` still running 10 s after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let status = wait_for_exit(&mut child, &format!("`tierflow {cmd}` after SIGTERM")).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         eprintln!(
             "tierflow {cmd}: {status} {:?} after SIGTERM",
             sent.elapsed()
         );
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "`tierflow {cmd}` took {:?}",
+            sent.elapsed()
+        );
         assert!(status.success(), "tierflow {cmd}: {status}\n{text}");
         let _ = std::fs::remove_file(&log);
+    }
+}
+
+/// Starts `tierflow <cmd>` (run or worker) on `url` with the API's test tokens and `env`, its log
+/// (stderr) in a file of its own.
+fn spawn_logged(
+    cmd: &str,
+    url: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::path::PathBuf) {
+    let log = std::env::temp_dir().join(format!("tierflow-{cmd}-{}.log", uuid::Uuid::new_v4()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .arg(cmd)
+        .env("DATABASE_URL", url)
+        .env("TIERFLOW_LISTEN", "127.0.0.1:0")
+        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+        .env("TIERFLOW_SERVICE_TOKENS", "billing:svc-secret-0123456789")
+        .env("TIERFLOW_ADMIN_TOKENS", "ops:adm-secret-0123456789")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// Waits until the log file `log` holds `line`.
+async fn wait_for_line(log: &std::path::Path, line: &str) {
+    wait_until(Duration::from_secs(30), line, || async {
+        let text = std::fs::read_to_string(log).ok()?;
+        text.contains(line).then_some(())
+    })
+    .await
+}
+
+/// Waits (at most 30 s) for `child` to exit; `what` names the wait in the failure.
+async fn wait_for_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still running after 30 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
