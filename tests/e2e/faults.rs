@@ -211,7 +211,14 @@ struct Scene {
 }
 
 impl Scene {
+    /// Migrates the database at `url` and sets the scene on it.
     async fn start(url: &str) -> Scene {
+        let migrated = tierflow(url, &["migrate"]);
+        assert!(
+            migrated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
         let receiver = Receiver::start().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -241,6 +248,25 @@ impl Scene {
             workers,
             logs,
         }
+    }
+
+    /// Starts the request stream (`seed`) and waits until the queue has seen 300 jobs; returns
+    /// the stream's stop flag and task (its result: accepted transitions).
+    async fn stream_until_busy(
+        &self,
+        seed: u64,
+    ) -> (Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = tokio::spawn(stream(&self.pool, &self.ctx, stop.clone(), seed));
+        wait_until(Duration::from_secs(30), "a busy queue", || async {
+            let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+            (jobs > 300).then_some(())
+        })
+        .await;
+        (stop, load)
     }
 
     /// Jobs the rescuers (per their log lines) took from a live worker that had lost their
@@ -364,21 +390,10 @@ async fn a_database_crash_under_load_strands_no_job() {
     // job left `Running` by a live worker that saw it done — happens in most runs.
     let pg = PrivatePostgres::start_with(&[("wal_writer_delay", "1s")]);
     let url = pg.url("postgres");
-    let migrated = tierflow(&url, &["migrate"]);
-    assert!(migrated.status.success());
     let mut scene = Scene::start(&url).await;
     let (pool, ctx) = (scene.pool.clone(), scene.ctx.clone());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(stream(&pool, &ctx, stop.clone(), 5));
-    wait_until(Duration::from_secs(30), "a busy queue", || async {
-        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (jobs > 300).then_some(())
-    })
-    .await;
+    let (stop, load) = scene.stream_until_busy(5).await;
     // A burst, as a billing run makes; the crash comes while its jobs are being completed, when
     // no request's synchronous commit flushes the workers' asynchronous ones.
     let burst = Load {
@@ -503,21 +518,9 @@ async fn a_failover_strands_no_job_and_announces_no_lost_change() {
     let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let proxy = TcpProxy::start(addr(primary.port())).await;
     let url = format!("postgres://postgres@{}/postgres", proxy.addr());
-    let migrated = tierflow(&url, &["migrate"]);
-    assert!(migrated.status.success());
-
     let mut scene = Scene::start(&url).await;
-    let (pool, ctx) = (scene.pool.clone(), scene.ctx.clone());
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(stream(&pool, &ctx, stop.clone(), 21));
-    wait_until(Duration::from_secs(30), "a busy queue", || async {
-        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (jobs > 300).then_some(())
-    })
-    .await;
+    let pool = scene.pool.clone();
+    let (stop, load) = scene.stream_until_busy(21).await;
 
     primary.stop_immediate();
     standby.promote();
