@@ -682,3 +682,65 @@ async fn input_is_strict_at_the_edge() {
         );
     }
 }
+
+/// A pending downgrade's own jobs cannot be cancelled on their own (that would strand the tenant
+/// in grace with its restrictions on): the refusal points at the transition's cancel, the job is
+/// left as it was, and cancelling the transition cancels it.
+#[tokio::test]
+async fn a_pending_transitions_job_is_cancelled_only_through_the_transition() {
+    let api = TestApi::spawn().await;
+    api.provision("acme", "professional").await;
+    let (s, t) = api
+        .service(
+            Method::POST,
+            "/v1/tenants/acme/transitions",
+            Some(json!({"tier_id": "starter", "grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let transition = t["transition"]["id"].as_str().unwrap().to_owned();
+    let pending_apply = || async {
+        let (s, jobs) = api
+            .service(
+                Method::GET,
+                "/v1/jobs?kind=apply_downgrade&state=Pending",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let jobs = pending_apply().await;
+    assert_eq!(jobs.len(), 1);
+    let (s, b) = api
+        .admin(Method::POST, &format!("/v1/jobs/{}/cancel", jobs[0]), None)
+        .await;
+    assert_eq!((s, problem_type(&b)), (409, "state-conflict"), "{b}");
+    let detail = b["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("/v1/tenants/acme/transitions/{transition}/cancel")),
+        "{detail}"
+    );
+    assert_eq!(
+        pending_apply().await,
+        jobs,
+        "the refused cancel changed the job"
+    );
+
+    let (s, b) = api
+        .service(
+            Method::POST,
+            &format!("/v1/tenants/acme/transitions/{transition}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        pending_apply().await.is_empty(),
+        "the transition's cancel cancelled its job"
+    );
+}

@@ -81,11 +81,12 @@ async fn retry(
     answer(row, &job_id, "re-drive", "only Dead or Cancelled jobs")
 }
 
-/// Cancels a job that has not started (admin).
+/// Cancels a job that has not started (admin). A pending transition's own jobs are cancelled
+/// through the transition, never alone.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", tag = "jobs", security(("bearer" = [])),
     params(("job_id" = String, Path, description = "the job")),
     responses((status = 200, body = Object, description = "success"), (status = 403, body = Problem, description = "not an admin token"), (status = 404, body = Problem, description = "not found"),
-              (status = 409, description = "already started or finished", body = Problem),
+              (status = 409, description = "already started or finished, or a pending transition's job (cancel the transition)", body = Problem),
               (status = 422, description = "job_id is not a job id", body = Problem)))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
@@ -94,6 +95,12 @@ async fn cancel(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     check_job_id(&job_id)?;
     let mut conn = state.pool.acquire().await?;
+    if let Some(job) = admin::get(&mut conn, &job_id).await?
+        && let Some(why) =
+            tierflow_store::jobs::cancel_refusal(&mut conn, &job.kind, job.key.as_deref()).await?
+    {
+        return Err(ApiError::StateConflict(why));
+    }
     let row = admin::cancel(&mut conn, &job_id).await?;
     answer(row, &job_id, "cancel", "only Pending or Failed jobs")
 }

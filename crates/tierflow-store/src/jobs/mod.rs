@@ -57,6 +57,38 @@ fn no_op(reason: impl Into<String>) -> ActionOutcome {
     }
 }
 
+/// Why job (`kind`, `key`) must not be cancelled on its own, if it must not: it carries out a
+/// transition that is still pending. Cancelling it alone would leave the tenant in grace past its
+/// end, restrictions on, with nothing to finish it; the transition's own cancel cancels its jobs,
+/// lifts its restrictions and records why. `None`: the job may be cancelled.
+pub async fn cancel_refusal(
+    conn: &mut sqlx::PgConnection,
+    kind: &str,
+    key: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let transition_kinds = [VoiceDisable::KIND, SlaFreeze::KIND, ApplyDowngrade::KIND];
+    let Some(id) = key
+        .and_then(|k| k.strip_prefix("transition:"))
+        .filter(|_| transition_kinds.contains(&kind))
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+    else {
+        return Ok(None);
+    };
+    let tenant: Option<String> = sqlx::query_scalar(
+        "SELECT tenant_id FROM tier_transitions WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(tenant.map(|tenant| {
+        format!(
+            "this {kind} job carries out transition {id} of tenant {tenant}, which is still pending; \
+             cancel the transition instead (POST /v1/tenants/{tenant}/transitions/{id}/cancel), \
+             which cancels its jobs and lifts its restrictions"
+        )
+    }))
+}
+
 /// The queue outcome of a job's effect.
 fn outcome(o: ActionOutcome) -> Outcome {
     match o {

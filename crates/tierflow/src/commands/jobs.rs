@@ -101,15 +101,24 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                 "only Dead or Cancelled jobs"
             )),
         },
-        JobsCommand::Cancel { id } => match admin::cancel(&mut conn, &id).await? {
-            Ok(row) => println!("job {} ({}) cancelled", row.id, row.kind),
-            Err(refusal) => bail!(refused(
-                "cancel",
-                &id,
-                refusal,
-                "only Pending or Failed jobs"
-            )),
-        },
+        JobsCommand::Cancel { id } => {
+            if let Some(job) = admin::get(&mut conn, &id).await?
+                && let Some(why) =
+                    tierflow_store::jobs::cancel_refusal(&mut conn, &job.kind, job.key.as_deref())
+                        .await?
+            {
+                bail!("cannot cancel job {id}: {why}");
+            }
+            match admin::cancel(&mut conn, &id).await? {
+                Ok(row) => println!("job {} ({}) cancelled", row.id, row.kind),
+                Err(refusal) => bail!(refused(
+                    "cancel",
+                    &id,
+                    refusal,
+                    "only Pending or Failed jobs"
+                )),
+            }
+        }
     }
     Ok(())
 }
