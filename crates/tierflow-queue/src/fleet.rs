@@ -88,6 +88,7 @@ impl Default for FleetConfig {
                 retention: cleaner::DEFAULT_RETENTION,
                 dead_retention: cleaner::DEFAULT_DEAD_RETENTION,
                 interval: Duration::from_secs(60),
+                prunes: Vec::new(),
             },
             elector: ElectorConfig::default(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,

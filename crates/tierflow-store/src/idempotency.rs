@@ -1,6 +1,9 @@
 //! Idempotent requests: the same key and payload returns the first result; the same key with
 //! another payload is a conflict.
 //!
+//! Keys are kept for a retention (`TIERFLOW_IDEMPOTENCY_RETENTION_HOURS`, default 24 h) and then
+//! pruned by the queue's cleaner ([`prune_rule`]); a key repeated after that starts a new request.
+//!
 //! Keys are scoped per tenant. The lookup and the save both run after the tenant's row lock is
 //! taken, so two requests with one key are serialized by that lock: the second sees the first's
 //! committed row and replays it. The fingerprint is a SHA-256 over the operation name and the
@@ -13,6 +16,19 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
 use crate::StoreError;
+
+/// How long a key (and its stored response) is kept by default: a day, as Stripe keeps them. A
+/// request repeated after that is a new request.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The queue cleaner's rule for pruning keys older than `retention`, in its bounded batches.
+pub fn prune_rule(retention: std::time::Duration) -> tierflow_queue::maintenance::cleaner::Prune {
+    tierflow_queue::maintenance::cleaner::Prune {
+        table: "idempotency_keys",
+        column: "created_at",
+        retention,
+    }
+}
 
 /// The fingerprint of a request.
 pub fn fingerprint<T: Serialize>(operation: &str, request: &T) -> Result<String, StoreError> {

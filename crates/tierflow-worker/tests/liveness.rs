@@ -150,6 +150,7 @@ async fn a_deposed_leader_changes_nothing() {
         retention: Duration::from_secs(3600),
         dead_retention: Duration::from_secs(3600),
         interval: Duration::from_secs(60),
+        prunes: Vec::new(),
     };
 
     let stale = rescuer::run_once(pool, &rescue, &old).await.unwrap();

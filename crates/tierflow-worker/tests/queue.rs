@@ -473,6 +473,7 @@ async fn cleaner_prunes_by_state_and_age() {
         retention: Duration::from_secs(3600),
         dead_retention: Duration::from_secs(24 * 3600),
         interval: Duration::from_secs(60),
+        prunes: Vec::new(),
     };
     let fence = elector::try_lead(pool, "test-leader", Duration::from_secs(30))
         .await
@@ -553,4 +554,74 @@ async fn standalone_completion_is_fenced_by_the_lease() {
         (status.as_str(), attempts, holder.as_deref()),
         ("Running", 2, Some("another-worker"))
     );
+}
+
+/// Idempotency keys are kept for their retention, then pruned by the cleaner in its bounded
+/// rounds (a registered prune, under the leader's fence); a request repeating a pruned key is a
+/// new request, while a key still within its retention replays.
+#[tokio::test]
+async fn idempotency_keys_are_pruned_after_their_retention() {
+    use tierflow_domain::ids::IdempotencyKey;
+    use tierflow_queue::maintenance::cleaner::{self, CleanerConfig};
+    use tierflow_store::idempotency::{DEFAULT_RETENTION, prune_rule};
+    let db = db().await;
+    let pool = db.pool();
+    let ctx = system_ctx();
+    let keyed = |tenant: &str, key: &str| {
+        let mut req = downgrade(tenant, Duration::from_secs(3600));
+        req.idempotency_key = Some(IdempotencyKey::parse(key).unwrap());
+        req
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    for tenant in ["acme", "beta"] {
+        provision(pool, &ctx, tenant).await;
+    }
+    let first = tierflow_store::request_transition(&mut conn, &ctx, keyed("acme", "k-old"))
+        .await
+        .unwrap();
+    let again = tierflow_store::request_transition(&mut conn, &ctx, keyed("acme", "k-old"))
+        .await
+        .unwrap();
+    assert!(again.replayed && again.transition.id == first.transition.id);
+    tierflow_store::request_transition(&mut conn, &ctx, keyed("beta", "k-new"))
+        .await
+        .unwrap();
+    // acme's key is a day and an hour old.
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE tenant_id = 'acme'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let cfg = CleanerConfig {
+        retention: Duration::from_secs(7 * 24 * 3600),
+        dead_retention: Duration::from_secs(30 * 24 * 3600),
+        interval: Duration::from_secs(60),
+        prunes: vec![prune_rule(DEFAULT_RETENTION)],
+    };
+    let fence = elector::try_lead(pool, "test-leader", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = cleaner::run_once(pool, &cfg, &fence).await.unwrap();
+    assert_eq!(out.other, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["k-new"]);
+
+    let after = tierflow_store::request_transition(&mut conn, &ctx, keyed("acme", "k-old"))
+        .await
+        .unwrap();
+    assert!(!after.replayed, "a pruned key replayed");
+    assert_ne!(
+        after.transition.id, first.transition.id,
+        "a pruned key is a new request"
+    );
+    let replay = tierflow_store::request_transition(&mut conn, &ctx, keyed("beta", "k-new"))
+        .await
+        .unwrap();
+    assert!(replay.replayed, "a key within its retention replays");
 }

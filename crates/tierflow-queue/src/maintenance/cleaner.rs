@@ -2,7 +2,7 @@
 //!
 //! `Done` and `Cancelled` rows go after `retention`; `Dead` rows, which an operator may still want
 //! to re-drive, after the longer `dead_retention`. Worker rows silent for a day and holding no job
-//! go too.
+//! go too, and the rows of every registered [`Prune`] (the application's idempotency keys).
 
 use std::time::Duration;
 
@@ -27,6 +27,18 @@ pub struct CleanerConfig {
     pub retention: Duration,
     pub dead_retention: Duration,
     pub interval: Duration,
+    /// Rows of other tables to prune in the same bounded rounds (the application's own, such as
+    /// idempotency keys; this crate knows only their table and time column).
+    pub prunes: Vec<Prune>,
+}
+
+/// Rows of `table` whose `column` (a `timestamptz`) is older than `retention` are deleted by
+/// the cleaner, in batches. `table` and `column` are identifiers written in code, never input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prune {
+    pub table: &'static str,
+    pub column: &'static str,
+    pub retention: Duration,
 }
 
 /// What one cleaning round deleted.
@@ -35,6 +47,8 @@ pub struct CleanerOutcome {
     pub finished: u64,
     pub dead: u64,
     pub workers: u64,
+    /// Rows of the registered [`Prune`]s deleted.
+    pub other: u64,
     /// Rows past retention were left for the next round (the round's budget ran out).
     pub more: bool,
 }
@@ -82,6 +96,39 @@ pub async fn run_once(
             }
         }
     }
+    for prune in &cfg.prunes {
+        loop {
+            if budget == 0 {
+                out.more = true;
+                break;
+            }
+            budget -= 1;
+            let sql = format!(
+                concat!(
+                    "WITH ",
+                    lead_cte!(),
+                    " DELETE FROM {table} WHERE ctid IN (
+                        SELECT ctid FROM {table}
+                         WHERE {column} < now() - make_interval(secs => $4)
+                           AND EXISTS (SELECT 1 FROM lead)
+                         LIMIT $5 FOR UPDATE SKIP LOCKED)"
+                ),
+                table = prune.table,
+                column = prune.column
+            );
+            let n = fence
+                .bind_query(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .bind(prune.retention.as_secs_f64())
+                .bind(BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            out.other += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+    }
     let query = sqlx::query(concat!(
         "WITH ",
         lead_cte!(),
@@ -90,11 +137,12 @@ pub async fn run_once(
             AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.status = 'Running' AND j.lock_by = w.id)"
     ));
     out.workers = fence.bind_query(query).execute(pool).await?.rows_affected();
-    if out.finished + out.dead + out.workers > 0 {
+    if out.finished + out.dead + out.workers + out.other > 0 {
         tracing::info!(
             finished = out.finished,
             dead = out.dead,
             workers = out.workers,
+            other = out.other,
             more = out.more,
             "pruned old queue rows"
         );

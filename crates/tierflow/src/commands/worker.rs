@@ -60,6 +60,14 @@ pub struct FleetArgs {
     /// Hours dead jobs are kept (for inspection and re-drive).
     #[arg(long, env = "TIERFLOW_DEAD_RETENTION_HOURS", default_value_t = 720)]
     pub dead_retention_hours: u64,
+    /// Hours an idempotency key (and its stored response) is kept; a request repeating a key
+    /// after that is a new request.
+    #[arg(
+        long,
+        env = "TIERFLOW_IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 24
+    )]
+    pub idempotency_retention_hours: u64,
     /// Seconds the maintenance leader's lease lasts without renewal: a frozen or cut-off leader
     /// is replaced within it (renewed every second; at least 2).
     #[arg(long, env = "TIERFLOW_LEADER_TTL_SECS", default_value_t = 5)]
@@ -84,6 +92,9 @@ impl FleetArgs {
             cleaner: CleanerConfig {
                 retention: Duration::from_secs(self.retention_hours * 3600),
                 dead_retention: Duration::from_secs(self.dead_retention_hours * 3600),
+                prunes: vec![tierflow_store::idempotency::prune_rule(
+                    Duration::from_secs(self.idempotency_retention_hours * 3600),
+                )],
                 ..FleetConfig::default().cleaner
             },
             elector: ElectorConfig {
