@@ -336,10 +336,6 @@ impl Receiver {
         }
     }
 
-    fn event_ids(&self) -> Vec<String> {
-        self.got.lock().unwrap().keys().cloned().collect()
-    }
-
     fn events(&self) -> HashMap<String, Vec<serde_json::Value>> {
         self.got.lock().unwrap().clone()
     }
@@ -425,7 +421,7 @@ async fn a_database_crash_under_load_strands_no_job() {
         .unwrap();
     eprintln!(
         "crash under load: {accepted} transitions accepted, {} events delivered, {again} jobs run more than once, {} rescued from a live worker that lost their outcome; worst grace-end lateness {worst:.2} s",
-        scene.receiver.event_ids().len(),
+        scene.receiver.events().len(),
         scene.lost_outcomes()
     );
     assert!(worst <= 15.0, "a grace end was applied {worst:.2} s late");

@@ -386,11 +386,9 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 let (pool, cfg) = (pool.clone(), cfg.clone());
                 async move {
                     let out = rescuer::run_once(&pool, &cfg, &fence).await?;
-                    Ok(if (out.rescued + out.dead) as i64 >= cfg.batch_size {
-                        Round::MoreLeft
-                    } else {
-                        Round::Finished
-                    })
+                    // A full batch: there may be more orphans.
+                    let full = (out.rescued + out.dead) as i64 >= cfg.batch_size;
+                    Ok(Round::more_left_if(full))
                 }
             },
         );
@@ -405,11 +403,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 let (pool, cfg) = (pool.clone(), cfg.clone());
                 async move {
                     let out = cleaner::run_once(&pool, &cfg, &fence).await?;
-                    Ok(if out.more {
-                        Round::MoreLeft
-                    } else {
-                        Round::Finished
-                    })
+                    Ok(Round::more_left_if(out.more))
                 }
             },
         );

@@ -53,6 +53,29 @@ pub struct CleanerOutcome {
     pub more: bool,
 }
 
+/// What is left of a round's statements.
+struct Budget(u32);
+
+impl Budget {
+    /// Runs `batch` (one delete of at most [`BATCH`] rows) until it deletes fewer or the budget is
+    /// spent; returns the rows deleted.
+    async fn drain<'a>(
+        &mut self,
+        mut batch: impl FnMut() -> futures::future::BoxFuture<'a, Result<u64, QueueError>>,
+    ) -> Result<u64, QueueError> {
+        let mut deleted = 0;
+        while self.0 > 0 {
+            self.0 -= 1;
+            let n = batch().await?;
+            deleted += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 /// One cleaning round under the leader's `fence`: at most [`MAX_BATCHES`] deletes of [`BATCH`]
 /// rows, so a large backlog (a retention change, weeks of history) is pruned over many short
 /// rounds instead of one long one. [`CleanerOutcome::more`] says whether rows were left.
@@ -62,73 +85,58 @@ pub async fn run_once(
     fence: &Fence,
 ) -> Result<CleanerOutcome, QueueError> {
     let mut out = CleanerOutcome::default();
-    let mut budget = MAX_BATCHES;
+    let mut budget = Budget(MAX_BATCHES);
     for (states, age, count) in [
         (&["Done", "Cancelled"][..], cfg.retention, &mut out.finished),
         (&["Dead"][..], cfg.dead_retention, &mut out.dead),
     ] {
-        loop {
-            if budget == 0 {
-                out.more = true;
-                break;
-            }
-            budget -= 1;
-            let query = sqlx::query(concat!(
-                "WITH ",
-                lead_cte!(),
-                " DELETE FROM apalis.jobs WHERE id IN (
-                    SELECT id FROM apalis.jobs
-                     WHERE status = ANY($4) AND done_at < now() - make_interval(secs => $5)
-                       AND EXISTS (SELECT 1 FROM lead)
-                     LIMIT $6 FOR UPDATE SKIP LOCKED)"
-            ));
-            let n = fence
-                .bind_query(query)
-                .bind(states)
-                .bind(age.as_secs_f64())
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            *count += n;
-            if n < BATCH as u64 {
-                break;
-            }
-        }
-    }
-    for prune in &cfg.prunes {
-        loop {
-            if budget == 0 {
-                out.more = true;
-                break;
-            }
-            budget -= 1;
-            let sql = format!(
-                concat!(
+        *count += budget
+            .drain(|| {
+                let query = sqlx::query(concat!(
                     "WITH ",
                     lead_cte!(),
-                    " DELETE FROM {table} WHERE ctid IN (
-                        SELECT ctid FROM {table}
-                         WHERE {column} < now() - make_interval(secs => $4)
+                    " DELETE FROM apalis.jobs WHERE id IN (
+                        SELECT id FROM apalis.jobs
+                         WHERE status = ANY($4) AND done_at < now() - make_interval(secs => $5)
                            AND EXISTS (SELECT 1 FROM lead)
-                         LIMIT $5 FOR UPDATE SKIP LOCKED)"
-                ),
-                table = prune.table,
-                column = prune.column
-            );
-            let n = fence
-                .bind_query(sqlx::query(sqlx::AssertSqlSafe(sql)))
-                .bind(prune.retention.as_secs_f64())
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            out.other += n;
-            if n < BATCH as u64 {
-                break;
-            }
-        }
+                         LIMIT $6 FOR UPDATE SKIP LOCKED)"
+                ));
+                let batch = fence
+                    .bind_query(query)
+                    .bind(states)
+                    .bind(age.as_secs_f64())
+                    .bind(BATCH)
+                    .execute(pool);
+                Box::pin(async move { Ok(batch.await?.rows_affected()) })
+            })
+            .await?;
     }
+    for prune in &cfg.prunes {
+        let sql = format!(
+            concat!(
+                "WITH ",
+                lead_cte!(),
+                " DELETE FROM {table} WHERE ctid IN (
+                    SELECT ctid FROM {table}
+                     WHERE {column} < now() - make_interval(secs => $4)
+                       AND EXISTS (SELECT 1 FROM lead)
+                     LIMIT $5 FOR UPDATE SKIP LOCKED)"
+            ),
+            table = prune.table,
+            column = prune.column
+        );
+        out.other += budget
+            .drain(|| {
+                let batch = fence
+                    .bind_query(sqlx::query(sqlx::AssertSqlSafe(sql.clone())))
+                    .bind(prune.retention.as_secs_f64())
+                    .bind(BATCH)
+                    .execute(pool);
+                Box::pin(async move { Ok(batch.await?.rows_affected()) })
+            })
+            .await?;
+    }
+    out.more = budget.0 == 0;
     let query = sqlx::query(concat!(
         "WITH ",
         lead_cte!(),

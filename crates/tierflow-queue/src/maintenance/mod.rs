@@ -28,6 +28,17 @@ pub(crate) enum Round {
     MoreLeft,
 }
 
+impl Round {
+    /// [`Round::MoreLeft`] when `more` is true.
+    pub(crate) fn more_left_if(more: bool) -> Round {
+        if more {
+            Round::MoreLeft
+        } else {
+            Round::Finished
+        }
+    }
+}
+
 /// Runs `round` every `interval` while this replica leads (at once again while it reports
 /// [`Round::MoreLeft`]), from a random point in the first interval, until `stop`.
 pub(crate) fn spawn_service<F, Fut>(
