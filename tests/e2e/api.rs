@@ -199,6 +199,9 @@ async fn missing_or_wrong_token_is_401_everywhere() {
             Method::DELETE,
             "/v1/tenants/acme/overrides/0190a0a0-0000-7000-8000-000000000000",
         ),
+        (Method::GET, "/v1/tenants/acme/audit"),
+        (Method::POST, "/v1/tenants/acme/holds"),
+        (Method::DELETE, "/v1/tenants/acme/holds/kyc"),
         (Method::GET, "/v1/tiers"),
         (Method::PUT, "/v1/tiers/team"),
         (Method::GET, "/v1/jobs"),
@@ -446,6 +449,9 @@ async fn openapi_document_is_valid_and_matches_the_router() {
         ),
         ("POST", "/v1/tenants/{tenant_id}/overrides"),
         ("DELETE", "/v1/tenants/{tenant_id}/overrides/{override_id}"),
+        ("GET", "/v1/tenants/{tenant_id}/audit"),
+        ("POST", "/v1/tenants/{tenant_id}/holds"),
+        ("DELETE", "/v1/tenants/{tenant_id}/holds/{name}"),
         ("GET", "/v1/tiers"),
         ("PUT", "/v1/tiers/{tier_id}"),
         ("GET", "/v1/jobs"),
@@ -466,6 +472,7 @@ async fn openapi_document_is_valid_and_matches_the_router() {
             .replace("{transition_id}", "0190a0a0-0000-7000-8000-000000000000")
             .replace("{override_id}", "0190a0a0-0000-7000-8000-000000000000")
             .replace("{tier_id}", "team")
+            .replace("{name}", "kyc")
             .replace("{job_id}", "x");
         let r = api
             .call(

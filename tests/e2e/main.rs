@@ -9,4 +9,5 @@ mod deploy;
 mod faults;
 mod fleet;
 mod observability;
+mod record;
 mod support;

@@ -11,6 +11,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
+use tierflow_store::Context;
+use tierflow_store::audit::{Principal, PrincipalRole};
 
 use crate::app::AppState;
 use crate::config::Token;
@@ -77,6 +79,22 @@ pub struct Caller {
     /// The token's name; the default actor of the caller's changes.
     pub name: String,
     pub role: Role,
+}
+
+impl Caller {
+    /// The caller as the audit trail records it, whatever actor its request names.
+    pub fn principal(&self) -> Principal {
+        let role = match self.role {
+            Role::Service => PrincipalRole::Service,
+            Role::Admin => PrincipalRole::Admin,
+        };
+        Principal::new(self.name.clone(), role)
+    }
+
+    /// The store context for this caller's changes: the server's, acting as the caller.
+    pub fn context(&self, state: &AppState) -> Context {
+        state.ctx.acting_as(self.principal())
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {

@@ -197,8 +197,10 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownTenant(_)
             | StoreError::UnknownTier(_)
             | StoreError::UnknownTransition(_)
-            | StoreError::UnknownOverride(_) => ApiError::NotFound(e.to_string()),
+            | StoreError::UnknownOverride(_)
+            | StoreError::UnknownHold { .. } => ApiError::NotFound(e.to_string()),
             StoreError::TenantExists(_)
+            | StoreError::HoldExists { .. }
             | StoreError::TransitionNotPending { .. }
             | StoreError::OverrideNotActive { .. } => ApiError::StateConflict(e.to_string()),
             StoreError::IdempotencyConflict { .. } => ApiError::IdempotencyConflict(e.to_string()),

@@ -113,6 +113,11 @@ text_newtype!(
     Actor, "requested_by", 128, printable, "printable characters"
 );
 text_newtype!(
+    /// The name of an operator's hold on a tenant (`compliance-review`, `fraud_case_1234`): the
+    /// restriction source `hold:<name>`.
+    HoldName, "hold name", 64, tier_char, "lowercase ASCII letters, digits, '-' and '_'"
+);
+text_newtype!(
     /// Why a change was asked for, in words an auditor can read.
     Reason, "reason", 1000, printable, "printable characters"
 );

@@ -23,6 +23,10 @@ pub enum StoreError {
     UnknownOverride(String),
     #[error("override {id} is {status}; only an active override can be removed")]
     OverrideNotActive { id: String, status: String },
+    #[error("tenant '{tenant}' has no hold '{name}'")]
+    UnknownHold { tenant: String, name: String },
+    #[error("tenant '{tenant}' already has a hold '{name}'; lift it first or choose another name")]
+    HoldExists { tenant: String, name: String },
     /// The idempotency key was used before with a different request.
     #[error(
         "idempotency key '{key}' was already used for a different request ({operation}); use a new key for a new request"

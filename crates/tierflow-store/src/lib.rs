@@ -14,6 +14,7 @@
 //! - [`transitions`] — [`request_transition`] (in the caller's transaction), [`submit_transition`] (in
 //!   its own), cancel, history.
 //! - [`overrides`] — create and remove temporary limit overrides.
+//! - [`holds`] — place and lift an operator's hold (a named restriction source).
 //! - [`jobs`] — one module per job kind: payload, policy, handler and effect (exactly once).
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
@@ -22,6 +23,7 @@
 pub mod audit;
 pub mod error;
 pub mod events;
+pub mod holds;
 pub mod idempotency;
 pub mod jobs;
 pub mod metrics;
@@ -51,6 +53,8 @@ pub struct Context {
     pub default_grace: GracePeriod,
     /// Webhook endpoints every change is delivered to (none: events are only logged).
     pub webhooks: Arc<[String]>,
+    /// Who is authenticated for the changes made with this context; stored on every audit row.
+    pub principal: audit::Principal,
 }
 
 impl Context {
@@ -64,6 +68,15 @@ impl Context {
             default_grace: GracePeriod::from_secs(Self::DEFAULT_GRACE_SECS)
                 .unwrap_or_else(|_| GracePeriod::zero()),
             webhooks: Arc::from(Vec::new()),
+            principal: audit::Principal::new("library", audit::PrincipalRole::Library),
+        }
+    }
+
+    /// The same context acting for `principal` (the API makes one per request from its token).
+    pub fn acting_as(&self, principal: audit::Principal) -> Self {
+        Self {
+            principal,
+            ..self.clone()
         }
     }
 

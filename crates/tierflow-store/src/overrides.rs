@@ -156,6 +156,7 @@ pub async fn create_override(
                 "override_limit": o.override_limit, "reason": o.reason.as_str(),
                 "expires_at": o.expires_at, "replaced": replaced, "expiry_job_id": expiry_job_id,
             }),
+            principal: &ctx.principal,
         },
     )
     .await?;
@@ -251,6 +252,7 @@ pub async fn remove_override(
             reason: reason.map(Reason::as_str),
             idempotency_key: None,
             details: serde_json::json!({ "cancelled_job": cancelled }),
+            principal: &ctx.principal,
         },
     )
     .await?;

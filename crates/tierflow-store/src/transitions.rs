@@ -34,7 +34,7 @@ use tierflow_domain::transition::{
 use tierflow_queue::{CancelKeys, JobRows, NewJob, count_cancelled};
 use uuid::Uuid;
 
-use crate::audit::{AuditEvent, audit_columns};
+use crate::audit::{AuditEvent, Principal, audit_columns};
 use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
 use crate::rows::{TransitionRecord, TransitionRow, convert, transition_columns};
 use crate::{Context, StoreError, events, idempotency, tenants, tiers};
@@ -188,6 +188,7 @@ async fn request_in(
     let write = Write {
         tenant,
         actor: req.requested_by.as_str(),
+        principal: &ctx.principal,
         reason: req.reason.as_ref().map(Reason::as_str),
         idempotency_key: key,
         now,
@@ -295,6 +296,7 @@ fn entitlement_after(
 struct Write<'a> {
     tenant: &'a tenants::LockedTenant,
     actor: &'a str,
+    principal: &'a Principal,
     reason: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     now: DateTime<Utc>,
@@ -317,6 +319,7 @@ impl Write<'_> {
             reason: self.reason,
             idempotency_key: self.idempotency_key,
             details,
+            principal: self.principal,
         }
     }
 }
@@ -456,10 +459,10 @@ async fn write_plan(
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),
-        ") SELECT $1, $2, $30, $31, $32, $33, $34, $35, $36 FROM recorded),
+        ") SELECT $1, $2, $30, $31, $32, $33, $34, $35, $36, $37, $38 FROM recorded),
          remembered AS (
             INSERT INTO idempotency_keys (tenant_id, idempotency_key, operation, fingerprint, response, created_at)
-            SELECT $1, $16, $37, $38, $39, $2 FROM recorded WHERE $39::jsonb IS NOT NULL)
+            SELECT $1, $16, $39, $40, $41, $2 FROM recorded WHERE $41::jsonb IS NOT NULL)
          SELECT (SELECT tenant_version FROM recorded), (SELECT count(*) FROM queued)"
     ))
     .bind(tenant_id.as_str())
@@ -582,7 +585,7 @@ async fn cancel_pending(
     // (which lists the jobs cancelled) in one statement.
     let q = sqlx::query(concat!(
         "WITH dropped AS (",
-        tierflow_queue::cancel_jobs!("$13", "$14", "$15", "$16", "$17"),
+        tierflow_queue::cancel_jobs!("$15", "$16", "$17", "$18", "$19"),
         "),
          cancelled AS (
             UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
@@ -596,7 +599,7 @@ async fn cancel_pending(
             INSERT INTO audit_events (",
         audit_columns!(),
         ") VALUES ($4, $2, $6, $7, $8, $9, $10, $11, $12::jsonb || jsonb_build_object(
-                'cancelled_jobs', (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) FROM dropped))))
+                'cancelled_jobs', (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) FROM dropped)), $13, $14))
          SELECT coalesce(array_agg(id ORDER BY id), '{}'), coalesce(array_agg(job_type ORDER BY id), '{}')
            FROM dropped"
     ))
@@ -669,6 +672,7 @@ pub async fn provision_tenant(
     let w = Write {
         tenant: &tenant,
         actor: req.requested_by.as_str(),
+        principal: &ctx.principal,
         reason: req.reason.as_ref().map(Reason::as_str),
         idempotency_key: None,
         now,
@@ -734,6 +738,7 @@ pub async fn cancel_transition(
     let w = Write {
         tenant: &tenant,
         actor: actor.as_str(),
+        principal: &ctx.principal,
         reason: reason.map(Reason::as_str),
         idempotency_key: None,
         now,

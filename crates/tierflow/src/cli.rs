@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{api, bench, demo, jobs, migrate, tenants, tiers, worker};
+use crate::commands::{api, audit, bench, demo, jobs, migrate, tenants, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -33,6 +33,8 @@ pub enum Command {
     Tenants(tenants::TenantsArgs),
     /// A tenant's transition history.
     Transitions(tenants::TransitionsArgs),
+    /// A tenant's audit trail, oldest first: every change with its actor, principal and reason.
+    Audit(audit::AuditArgs),
     /// Serve the HTTP API for upstream services (needs tokens; see --help).
     Api(api::ApiArgs),
     /// Serve the API and run the worker in one process (small installations, the demo).

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Tiers(args) => commands::tiers::run(args).await,
             Command::Tenants(args) => commands::tenants::run(args).await,
             Command::Transitions(args) => commands::tenants::run_transitions(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
             Command::Worker(args) => commands::worker::run(args).await,
             Command::Api(args) => commands::api::run_api(args).await,
             Command::Run(args) => commands::api::run_both(args).await,

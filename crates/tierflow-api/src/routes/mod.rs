@@ -1,7 +1,9 @@
 //! The routes, one module per resource. [`router`] is the only place routes are registered; the
 //! OpenAPI document is collected from the same registrations.
 
+pub mod audit;
 pub mod health;
+pub mod holds;
 pub mod jobs;
 pub mod openapi;
 pub mod overrides;
@@ -54,6 +56,8 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .merge(health::router())
         .merge(openapi::router())
         .merge(tenants::router())
+        .merge(audit::router())
+        .merge(holds::router())
         .merge(transitions::router())
         .merge(overrides::router())
         .merge(tiers::router())

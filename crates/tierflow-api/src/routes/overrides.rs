@@ -66,13 +66,13 @@ async fn create(
         entitlement_type: EntitlementType::parse(&body.entitlement_type)?,
         override_limit: body.override_limit,
         reason: OverrideReason::parse(&body.reason)?,
-        granted_by: Actor::parse(body.granted_by.unwrap_or(caller.name))?,
+        granted_by: Actor::parse(body.granted_by.unwrap_or_else(|| caller.name.clone()))?,
         expires_at: body.expires_at,
         note: body.note.map(Reason::parse).transpose()?,
         idempotency_key: key,
     };
     let mut conn = state.pool.acquire().await?;
-    let out = create_override(&mut conn, &state.ctx, req).await?;
+    let out = create_override(&mut conn, &caller.context(&state), req).await?;
     created_or_replayed(out.replayed, &out)
 }
 
@@ -93,8 +93,16 @@ async fn remove(
     let tenant = parse_tenant(tenant_id)?;
     let id = Uuid::parse_str(&override_id)
         .map_err(|_| ApiError::Malformed(format!("override id '{override_id}' is not a UUID")))?;
-    let actor = Actor::parse(caller.name)?;
+    let actor = Actor::parse(caller.name.clone())?;
     let mut conn = state.pool.acquire().await?;
-    let out = remove_override(&mut conn, &state.ctx, &tenant, OverrideId(id), &actor, None).await?;
+    let out = remove_override(
+        &mut conn,
+        &caller.context(&state),
+        &tenant,
+        OverrideId(id),
+        &actor,
+        None,
+    )
+    .await?;
     Ok(axum::Json(to_json(&out)?))
 }

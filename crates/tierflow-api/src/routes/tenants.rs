@@ -49,10 +49,10 @@ async fn provision(
         tenant_id: TenantId::parse(body.tenant_id)?,
         tier_id: TierId::parse(body.tier_id)?,
         reason: body.reason.map(Reason::parse).transpose()?,
-        requested_by: Actor::parse(body.requested_by.unwrap_or(caller.name))?,
+        requested_by: Actor::parse(body.requested_by.unwrap_or_else(|| caller.name.clone()))?,
     };
     let mut conn = state.pool.acquire().await?;
-    let out = provision_tenant(&mut conn, &state.ctx, req).await?;
+    let out = provision_tenant(&mut conn, &caller.context(&state), req).await?;
     Ok((StatusCode::CREATED, axum::Json(to_json(&out)?)))
 }
 

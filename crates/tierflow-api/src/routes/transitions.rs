@@ -85,10 +85,10 @@ async fn request(
         target,
         grace: body.grace_seconds.map(GracePeriod::from_secs).transpose()?,
         reason: body.reason.map(Reason::parse).transpose()?,
-        requested_by: Actor::parse(body.requested_by.unwrap_or(caller.name))?,
+        requested_by: Actor::parse(body.requested_by.unwrap_or_else(|| caller.name.clone()))?,
         idempotency_key: key,
     };
-    let out = submit_transition(&state.pool, &state.ctx, req).await?;
+    let out = submit_transition(&state.pool, &caller.context(&state), req).await?;
     created_or_replayed(out.replayed, &out)
 }
 
@@ -208,12 +208,12 @@ async fn cancel(
             }
         })?
     };
-    let actor = Actor::parse(body.requested_by.unwrap_or(caller.name))?;
+    let actor = Actor::parse(body.requested_by.unwrap_or_else(|| caller.name.clone()))?;
     let reason = body.reason.map(Reason::parse).transpose()?;
     let mut conn = state.pool.acquire().await?;
     let out = cancel_transition(
         &mut conn,
-        &state.ctx,
+        &caller.context(&state),
         &tenant,
         TransitionId(id),
         &actor,

@@ -12,7 +12,7 @@ use tierflow_domain::ids::{OverrideId, TenantId};
 use tierflow_queue::{HandlerFuture, Job, JobTx};
 
 use super::{ActionOutcome, job_error, no_op, outcome};
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, Principal};
 use crate::{Context, StoreError, events, tenants};
 
 /// Record an override's expiry at its `expires_at`.
@@ -86,6 +86,7 @@ pub async fn expire_override(
             reason: None,
             idempotency_key: None,
             details: serde_json::json!({ "expires_at": expires_at }),
+            principal: &Principal::job(ExpireOverride::KIND),
         },
     )
     .await?;

@@ -27,7 +27,7 @@ use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_
 use tierflow_queue::{HandlerFuture, JobTx};
 
 use super::{ActionOutcome, job_error, no_op, outcome};
-use crate::audit::{AuditEvent, audit_columns};
+use crate::audit::{AuditEvent, Principal, audit_columns};
 use crate::error::corrupt;
 use crate::{Context, StoreError, events, tenants};
 
@@ -121,7 +121,7 @@ pub async fn run_transition_action(
             }
         }
     }
-    let actor = format!("job:{action}");
+    let principal = Principal::job(action.as_str());
     let audit_action = match action {
         Action::VoiceDisable => "action.voice_disable",
         Action::SlaFreeze => "action.sla_freeze",
@@ -130,28 +130,29 @@ pub async fn run_transition_action(
     let audit = AuditEvent {
         tenant_id: tenant_id.as_str(),
         occurred_at: now,
-        actor: &actor,
+        actor: &principal.name,
         action: audit_action,
         subject_type: "transition",
         subject_id: transition_id.to_string(),
         reason: None,
         idempotency_key: None,
         details: audit_details,
+        principal: &principal,
     };
     // Every write of the action in one statement: the action row and its audit row, and for an
-    // applied downgrade ($12) the transition made effective, its holds lifted and the tenant
+    // applied downgrade ($14) the transition made effective, its holds lifted and the tenant
     // moved to the new tier (the next version, returned).
     let q = sqlx::query(concat!(
         "WITH effective AS (
             UPDATE tier_transitions SET status = 'effective', effective_at = $3
-             WHERE id = $1 AND $12),
+             WHERE id = $1 AND $14),
          lifted AS (
-            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $13 AND $12),
+            DELETE FROM tenant_restrictions WHERE tenant_id = $4 AND source = $15 AND $14),
          bumped AS (
             UPDATE tenant_entitlements
-               SET effective_at = CASE WHEN tier_id <> $14 THEN $3 ELSE effective_at END,
-                   tier_id = $14, version = version + 1, updated_at = $3
-             WHERE tenant_id = $4 AND $12
+               SET effective_at = CASE WHEN tier_id <> $16 THEN $3 ELSE effective_at END,
+                   tier_id = $16, version = version + 1, updated_at = $3
+             WHERE tenant_id = $4 AND $14
             RETURNING version),
          done AS (
             UPDATE transition_actions SET status = 'done', executed_at = $3
@@ -159,7 +160,7 @@ pub async fn run_transition_action(
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),
-        ") VALUES ($4, $3, $5, $6, $7, $8, $9, $10, $11))
+        ") VALUES ($4, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13))
          SELECT version FROM bumped"
     ))
     .bind(transition_id.0)

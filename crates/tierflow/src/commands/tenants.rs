@@ -1,7 +1,9 @@
-//! `tierflow tenants provision|show` and `tierflow transitions list`.
+//! `tierflow tenants provision|hold|release|show` and `tierflow transitions list`.
 
 use clap::{Args, Subcommand};
-use tierflow_domain::ids::{Actor, Reason, TenantId, TierId};
+use tierflow_domain::ids::{Actor, HoldName, Reason, TenantId, TierId};
+use tierflow_domain::restriction::Restriction;
+use tierflow_store::holds::{HoldRequest, lift_hold, place_hold};
 use tierflow_store::transitions::{ProvisionRequest, history, provision_tenant};
 
 use super::worker::store_context;
@@ -34,6 +36,39 @@ pub enum TenantsCommand {
         #[arg(long, env = "TIERFLOW_REASON")]
         reason: Option<String>,
     },
+    /// Place a named hold (compliance, fraud review): its flags stay on through every transition
+    /// until it is released.
+    Hold {
+        /// The tenant's id.
+        tenant_id: String,
+        /// The hold's name: lowercase letters, digits, '-' and '_'.
+        #[arg(long)]
+        name: String,
+        /// A flag to hold (repeat, or comma-separate): voice_disabled, sla_frozen,
+        /// escalation_frozen, routing_degraded [default: all four].
+        #[arg(long = "restrict", value_delimiter = ',')]
+        restrictions: Vec<String>,
+        /// Why (for the audit trail; required).
+        #[arg(long, env = "TIERFLOW_REASON")]
+        reason: String,
+        /// Who asks (for the audit trail).
+        #[arg(long, env = "TIERFLOW_ACTOR", default_value = "cli")]
+        actor: String,
+    },
+    /// Release a named hold: only its own flags go off.
+    Release {
+        /// The tenant's id.
+        tenant_id: String,
+        /// The hold's name.
+        #[arg(long)]
+        name: String,
+        /// Why (for the audit trail).
+        #[arg(long, env = "TIERFLOW_REASON")]
+        reason: Option<String>,
+        /// Who asks (for the audit trail).
+        #[arg(long, env = "TIERFLOW_ACTOR", default_value = "cli")]
+        actor: String,
+    },
     /// Show what a tenant may do now, with the source of every value.
     Show {
         /// The tenant's id.
@@ -45,7 +80,7 @@ pub enum TenantsCommand {
 
 pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
     let db = database::connect(&args.db).await?;
-    let ctx = store_context(&args.events);
+    let ctx = store_context(&args.events).acting_as(super::operator());
     let mut conn = db.pool.acquire().await?;
     match args.command {
         TenantsCommand::Provision {
@@ -68,6 +103,70 @@ pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
             println!(
                 "tenant {} provisioned on {} (transition {})",
                 out.entitlement.tenant_id, out.entitlement.tier_id, out.transition.id
+            );
+        }
+        TenantsCommand::Hold {
+            tenant_id,
+            name,
+            restrictions,
+            reason,
+            actor,
+        } => {
+            let out = place_hold(
+                &mut conn,
+                &ctx,
+                HoldRequest {
+                    tenant_id: TenantId::parse(tenant_id)?,
+                    name: HoldName::parse(name)?,
+                    restrictions: restrictions
+                        .iter()
+                        .map(|r| Restriction::parse(r.trim()))
+                        .collect::<Result<_, _>>()?,
+                    reason: Reason::parse(reason)?,
+                    requested_by: Actor::parse(actor)?,
+                },
+            )
+            .await?;
+            let flags: Vec<&str> = out.hold.restrictions.iter().map(|r| r.as_str()).collect();
+            println!(
+                "hold {} placed on {} ({}); version {}",
+                out.hold.name,
+                out.entitlement.tenant_id,
+                flags.join(", "),
+                out.entitlement.version
+            );
+        }
+        TenantsCommand::Release {
+            tenant_id,
+            name,
+            reason,
+            actor,
+        } => {
+            let out = lift_hold(
+                &mut conn,
+                &ctx,
+                &TenantId::parse(tenant_id)?,
+                &HoldName::parse(name)?,
+                &Actor::parse(actor)?,
+                reason.map(Reason::parse).transpose()?.as_ref(),
+            )
+            .await?;
+            let still: Vec<&str> = out
+                .entitlement
+                .restriction_sources
+                .keys()
+                .map(|r| r.as_str())
+                .collect();
+            println!(
+                "hold {} released from {}; version {}; restrictions still on: {}",
+                out.hold.name,
+                out.entitlement.tenant_id,
+                out.entitlement.version,
+                if still.is_empty() {
+                    "none".to_owned()
+                } else {
+                    still.join(", ")
+                }
             );
         }
         TenantsCommand::Show { tenant_id, out } => {
