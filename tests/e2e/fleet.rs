@@ -217,6 +217,16 @@ pub(crate) async fn assert_consistent(pool: &PgPool) {
     .await
     .unwrap();
     assert_eq!(not_done, 0);
+    // No action is left `scheduled` once its transition is effective or cancelled.
+    let stale: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT t.id::text, t.status, a.action FROM tier_transitions t
+           JOIN transition_actions a ON a.transition_id = t.id
+          WHERE t.status <> 'pending' AND a.status = 'scheduled'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(stale.is_empty(), "actions left scheduled: {stale:?}");
 
     // Every tenant's tier is the one its last effective tier change left it on.
     let wrong: Vec<(String, String, String)> = sqlx::query_as(

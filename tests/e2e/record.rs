@@ -320,3 +320,185 @@ async fn a_hold_outlives_an_upgrade_and_its_release_lifts_only_its_own_flags() {
         .await;
     assert_eq!(s, 400, "{b}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of an unlabelled gauge on a /metrics page.
+async fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn transition_status(pool: &sqlx::PgPool, tenant: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT status FROM tier_transitions WHERE tenant_id = $1 AND kind = 'downgrade'",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Three downgrades whose grace ended three minutes ago lost their `apply_downgrade` job in the
+/// three ways the queue cannot see as wrong: cancelled by hand, pruned, dead. A worker's
+/// reconciler re-drives the cancelled one and re-enqueues the pruned one (both become effective)
+/// and reports the dead one: `tierflow_transitions_stranded` and
+/// `tierflow_transitions_pending_past_grace` are 1 on /metrics and an ERROR line says what to do;
+/// once an operator re-drives it, it applies and the gauges go back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_puts_stranded_downgrades_back_and_reports_dead_ones() {
+    use std::sync::Arc;
+    use tierflow_domain::ManualClock;
+    use tierflow_domain::ids::{Actor, TenantId, TierId};
+    use tierflow_domain::transition::{GracePeriod, Target};
+    use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
+    use tierflow_store::{Context, TransitionRequest, submit_transition};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = tierflow_testdb::TestDb::new().await;
+    let pool = db.pool().clone();
+    // Requested five minutes ago with a two-minute grace.
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc::now() - chrono::Duration::minutes(5),
+    ));
+    let ctx = Context::new(clock);
+    let mut jobs = std::collections::HashMap::new();
+    for t in ["cancelled", "pruned", "dead"] {
+        let mut conn = pool.acquire().await.unwrap();
+        provision_tenant(
+            &mut conn,
+            &ctx,
+            ProvisionRequest {
+                tenant_id: TenantId::parse(t).unwrap(),
+                tier_id: TierId::parse("professional").unwrap(),
+                reason: None,
+                requested_by: Actor::parse("test").unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+        let out = submit_transition(
+            &pool,
+            &ctx,
+            TransitionRequest {
+                tenant_id: TenantId::parse(t).unwrap(),
+                target: Target::Tier(TierId::parse("starter").unwrap()),
+                grace: Some(GracePeriod::from_secs(120).unwrap()),
+                reason: None,
+                requested_by: Actor::parse("test").unwrap(),
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+        let apply = out
+            .jobs
+            .iter()
+            .find(|j| j.kind == "apply_downgrade")
+            .unwrap();
+        jobs.insert(t, apply.job_id.clone());
+    }
+    let set = |sql: &'static str, id: String| {
+        let pool = pool.clone();
+        async move {
+            let n = sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+            assert_eq!(n.rows_affected(), 1);
+        }
+    };
+    set(
+        "UPDATE apalis.jobs SET status = 'Cancelled', done_at = now(), last_result = '{\"Err\": \"cancelled by an operator\"}' WHERE id = $1",
+        jobs["cancelled"].clone(),
+    )
+    .await;
+    set(
+        "DELETE FROM apalis.jobs WHERE id = $1",
+        jobs["pruned"].clone(),
+    )
+    .await;
+    set(
+        "UPDATE apalis.jobs SET status = 'Dead', attempts = max_attempts, done_at = now(), last_result = '{\"Err\": \"boom\"}' WHERE id = $1",
+        jobs["dead"].clone(),
+    )
+    .await;
+
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("tierflow-reconciler-{}.log", std::process::id()));
+    let mut worker = crate::support::WorkerProc::start_logged(
+        &db.url(),
+        "rec-1",
+        &[
+            ("TIERFLOW_METRICS_LISTEN", metrics.as_str()),
+            ("TIERFLOW_RECONCILE_INTERVAL_SECS", "1"),
+        ],
+        &log,
+    );
+    crate::support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the cancelled and the pruned downgrade to apply",
+        || async {
+            let a = transition_status(&pool, "cancelled").await;
+            let b = transition_status(&pool, "pruned").await;
+            (a == "effective" && b == "effective").then_some(())
+        },
+    )
+    .await;
+    crate::support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the stranded gauge to show the dead one",
+        || async {
+            let stranded = gauge(&metrics, "tierflow_transitions_stranded").await?;
+            let late = gauge(&metrics, "tierflow_transitions_pending_past_grace").await?;
+            (stranded == 1.0 && late == 1.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(transition_status(&pool, "dead").await, "pending");
+    let dead_status: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+        .bind(&jobs["dead"])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dead_status, "Dead", "a dead job is reported, not re-driven");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("stranded in grace")
+            && l.contains("ERROR")
+            && l.contains(&jobs["dead"])),
+        "{text}"
+    );
+    assert!(text.contains("put back on the queue"), "{text}");
+
+    // The operator re-drives it (`tierflow jobs retry` is this call; tests/e2e/cli.rs runs it).
+    let mut conn = pool.acquire().await.unwrap();
+    let retried = tierflow_queue::admin::retry(&mut conn, &jobs["dead"])
+        .await
+        .unwrap();
+    assert!(retried.is_ok(), "{retried:?}");
+    drop(conn);
+    crate::support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the re-driven downgrade to apply and the gauges to clear",
+        || async {
+            let done = transition_status(&pool, "dead").await == "effective";
+            let stranded = gauge(&metrics, "tierflow_transitions_stranded").await?;
+            let late = gauge(&metrics, "tierflow_transitions_pending_past_grace").await?;
+            (done && stranded == 0.0 && late == 0.0).then_some(())
+        },
+    )
+    .await;
+    crate::fleet::assert_consistent(&pool).await;
+    assert!(worker.terminate());
+    let _ = std::fs::remove_file(&log);
+}

@@ -13,6 +13,9 @@ pub enum QueueError {
     /// The database refused or could not be reached.
     #[error("queue database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A maintenance service registered by the fleet's user failed for its own reason.
+    #[error("maintenance service failed: {0}")]
+    Service(String),
     /// The database did not answer in time.
     #[error("the database did not answer the {0} in time")]
     Timeout(&'static str),

@@ -135,6 +135,26 @@ pub struct Fleet<S> {
     runners: Vec<Arc<dyn KindRunner<S>>>,
     worker_id: Arc<str>,
     samplers: Vec<(&'static str, &'static str)>,
+    services: Vec<MaintenanceService>,
+}
+
+/// One round of a maintenance service registered with [`Fleet::maintain`]: given the pool and
+/// the leader's fence, it does a bounded amount of work and says whether more is left.
+pub type MaintenanceRound = Arc<
+    dyn Fn(
+            PgPool,
+            elector::Fence,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, QueueError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+struct MaintenanceService {
+    name: &'static str,
+    interval: Duration,
+    round: MaintenanceRound,
 }
 
 impl<S: Send + Sync + 'static> Fleet<S> {
@@ -152,7 +172,26 @@ impl<S: Send + Sync + 'static> Fleet<S> {
             runners: Vec::new(),
             worker_id: heartbeat::incarnation_id(),
             samplers: Vec::new(),
+            services: Vec::new(),
         }
+    }
+
+    /// Adds a maintenance service of the fleet's user (e.g. the store's reconciler): like the
+    /// rescuer and the cleaner it runs every `interval` on the replica that holds the maintenance
+    /// lease, at once again while a round reports more left, and must make its writes under the
+    /// fence it is given ([`elector::Fence::hold`]).
+    pub fn maintain(
+        mut self,
+        name: &'static str,
+        interval: Duration,
+        round: MaintenanceRound,
+    ) -> Self {
+        self.services.push(MaintenanceService {
+            name,
+            interval,
+            round,
+        });
+        self
     }
 
     /// Adds a gauge the maintenance leader samples with `sql` (one `float8` row) alongside queue
@@ -407,6 +446,20 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 }
             },
         );
+        for service in &self.services {
+            let (pool, round) = (self.pool.clone(), service.round.clone());
+            spawn_service(
+                set,
+                service.name,
+                leadership.clone(),
+                service.interval,
+                stop.clone(),
+                move |fence| {
+                    let fut = round(pool.clone(), fence);
+                    async move { Ok(Round::more_left_if(fut.await?)) }
+                },
+            );
+        }
         let pool = self.pool.clone();
         let samplers = Arc::new(Samplers {
             kinds: kinds.to_vec(),

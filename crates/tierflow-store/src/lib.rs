@@ -16,6 +16,7 @@
 //! - [`overrides`] — create and remove temporary limit overrides.
 //! - [`holds`] — place and lift an operator's hold (a named restriction source).
 //! - [`jobs`] — one module per job kind: payload, policy, handler and effect (exactly once).
+//! - [`reconciler`] — a maintenance service: downgrades pending past their grace end with no live job.
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
 //! - [`error`] — [`StoreError`].
@@ -29,6 +30,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod migrate;
 pub mod overrides;
+pub mod reconciler;
 pub mod rows;
 pub mod tenants;
 pub mod tiers;

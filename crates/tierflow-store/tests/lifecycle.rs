@@ -268,3 +268,83 @@ async fn action_waiting_on_a_cancelling_upgrade_sees_the_cancellation() {
         "{trail:?}"
     );
 }
+
+/// The statuses of a transition's action rows, by action.
+async fn action_statuses(
+    f: &Fixture,
+    id: tierflow_domain::ids::TransitionId,
+) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT action, status FROM transition_actions WHERE transition_id = $1 ORDER BY action",
+    )
+    .bind(id.0)
+    .fetch_all(f.pool())
+    .await
+    .unwrap()
+}
+
+/// When `apply_downgrade` runs before `voice_disable` and `sla_freeze` (a restart across the grace
+/// end), their rows are marked moot in the same statement — not left `scheduled` — and their late
+/// jobs are no-ops that change nothing. Whichever order the late ones run in, nothing stays
+/// scheduled.
+#[tokio::test]
+async fn actions_overtaken_by_the_applied_downgrade_are_moot_not_scheduled() {
+    let f = Fixture::new().await;
+    f.provision("acme", "professional").await;
+    let down = f.request(to_tier("acme", "starter", 3600)).await.unwrap();
+    let id = down.transition.id;
+    f.advance(Duration::hours(2));
+    let applied = run(&f, "acme", id, Action::ApplyDowngrade).await;
+    assert!(
+        matches!(applied, ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+    assert_eq!(
+        action_statuses(&f, id).await,
+        [
+            ("apply_downgrade".to_owned(), "done".to_owned()),
+            ("sla_freeze".to_owned(), "moot".to_owned()),
+            ("voice_disable".to_owned(), "moot".to_owned()),
+        ]
+    );
+    for a in [Action::VoiceDisable, Action::SlaFreeze] {
+        assert!(matches!(
+            run(&f, "acme", id, a).await,
+            ActionOutcome::NoOp { .. }
+        ));
+    }
+    assert_eq!(
+        audit_actions(&f, "acme").await,
+        [
+            "transition.provision",
+            "transition.downgrade",
+            "action.apply_downgrade"
+        ],
+        "a moot action writes no audit row"
+    );
+
+    // A row that was still `scheduled` when its late job ran (written before actions could be
+    // moot) is marked by the job itself.
+    let down = f.request(to_tier("acme", "free", 3600)).await.unwrap();
+    let id = down.transition.id;
+    run(&f, "acme", id, Action::VoiceDisable).await;
+    f.advance(Duration::hours(2));
+    run(&f, "acme", id, Action::ApplyDowngrade).await;
+    sqlx::query("UPDATE transition_actions SET status = 'scheduled' WHERE transition_id = $1 AND action = 'sla_freeze'")
+        .bind(id.0)
+        .execute(f.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        run(&f, "acme", id, Action::SlaFreeze).await,
+        ActionOutcome::NoOp { .. }
+    ));
+    assert_eq!(
+        action_statuses(&f, id).await,
+        [
+            ("apply_downgrade".to_owned(), "done".to_owned()),
+            ("sla_freeze".to_owned(), "moot".to_owned()),
+            ("voice_disable".to_owned(), "done".to_owned()),
+        ]
+    );
+}

@@ -18,9 +18,12 @@ pub use tierflow_queue::{FleetConfig, Outcome};
 pub use tierflow_store::Context;
 
 /// What every handler is given: the store context and, when events are delivered, the webhook
-/// client.
+/// client; and how often the store's reconciler runs on the maintenance leader.
 #[derive(Clone)]
 pub struct WorkerState {
     pub store: Context,
     pub webhooks: Option<webhook::WebhookClient>,
+    /// Interval of [`tierflow_store::reconciler`] rounds (default
+    /// [`tierflow_store::reconciler::DEFAULT_INTERVAL`]).
+    pub reconcile_interval: std::time::Duration,
 }

@@ -114,6 +114,7 @@ fn state(ctx: &Context) -> Arc<WorkerState> {
     Arc::new(WorkerState {
         store: ctx.clone(),
         webhooks: Some(WebhookClient::new(Secret::new(SECRET)).unwrap()),
+        reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     })
 }
 

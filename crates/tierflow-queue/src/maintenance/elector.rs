@@ -79,6 +79,25 @@ impl Fence {
     }
 }
 
+impl Fence {
+    /// Takes the lease row `FOR SHARE` in the caller's transaction if this fence still leads:
+    /// until that transaction ends no other replica can take the lease over, so every statement
+    /// the caller runs after a `true` is the leader's. For maintenance outside this crate (a
+    /// domain reconciler) whose statements cannot each carry `lead_cte!`.
+    pub async fn hold(&self, conn: &mut sqlx::PgConnection) -> Result<bool, crate::QueueError> {
+        let held: Option<i32> = self
+            .bind(sqlx::query_as(concat!(
+                "WITH ",
+                lead_cte!(),
+                " SELECT 1 FROM lead"
+            )))
+            .fetch_optional(conn)
+            .await?
+            .map(|(one,): (i32,)| one);
+        Ok(held.is_some())
+    }
+}
+
 /// This replica's lead, while it has one.
 #[derive(Debug, Clone)]
 pub struct Lead {

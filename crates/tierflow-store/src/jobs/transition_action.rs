@@ -18,7 +18,10 @@
 //! |-------------------|-----------------------------------------------|------------------------------------------------|
 //! | `voice_disable`   | transition `pending`, action `scheduled`      | action `done` (voice is off from the request on; this records the enforcement for downstream) |
 //! | `sla_freeze`      | transition `pending`, action `scheduled`      | action `done` (likewise for SLA, escalation, routing) |
-//! | `apply_downgrade` | transition `pending`, grace ended             | tier moved, transition `effective`, its holds lifted |
+//! | `apply_downgrade` | transition `pending`, grace ended             | tier moved, transition `effective`, its holds lifted, actions not yet run `moot` |
+//!
+//! A `voice_disable` or `sla_freeze` that runs after its transition became effective marks its
+//! row `moot` too: no action row stays `scheduled` once its transition is effective or cancelled.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -94,6 +97,17 @@ pub async fn run_transition_action(
     match action {
         Action::VoiceDisable | Action::SlaFreeze => {
             if status != TransitionStatus::Pending {
+                // Applied before this ran (a cancelled transition cancels its actions): the
+                // enforcement it would record is moot, and its row says so.
+                sqlx::query(
+                    "UPDATE transition_actions SET status = 'moot', executed_at = $3
+                      WHERE transition_id = $1 AND action = $2 AND status = 'scheduled'",
+                )
+                .bind(transition_id.0)
+                .bind(action.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 return Ok(no_op(format!("transition {transition_id} is {status}")));
             }
             audit_details = serde_json::json!({ "transition_id": transition_id });
@@ -140,8 +154,9 @@ pub async fn run_transition_action(
         principal: &principal,
     };
     // Every write of the action in one statement: the action row and its audit row, and for an
-    // applied downgrade ($14) the transition made effective, its holds lifted and the tenant
-    // moved to the new tier (the next version, returned).
+    // applied downgrade ($14) the transition made effective, its holds lifted, the tenant moved
+    // to the new tier (the next version, returned) and the actions that had not run yet marked
+    // moot (voice and SLA are off from the request on; nothing is left for them to record).
     let q = sqlx::query(concat!(
         "WITH effective AS (
             UPDATE tier_transitions SET status = 'effective', effective_at = $3
@@ -155,8 +170,9 @@ pub async fn run_transition_action(
              WHERE tenant_id = $4 AND $14
             RETURNING version),
          done AS (
-            UPDATE transition_actions SET status = 'done', executed_at = $3
-             WHERE transition_id = $1 AND action = $2),
+            UPDATE transition_actions
+               SET status = CASE WHEN action = $2 THEN 'done' ELSE 'moot' END, executed_at = $3
+             WHERE transition_id = $1 AND (action = $2 OR ($14 AND status = 'scheduled'))),
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),

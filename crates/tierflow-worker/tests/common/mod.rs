@@ -70,6 +70,7 @@ pub fn worker_state(ctx: &Context) -> Arc<tierflow_worker::WorkerState> {
     Arc::new(tierflow_worker::WorkerState {
         store: ctx.clone(),
         webhooks: None,
+        reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     })
 }
 

@@ -137,7 +137,7 @@ pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let db = worker_db(&args.db, &fleet_config).await?;
     let pool = db.pool.clone();
     let api = bind(&db.target, &args.events, &args.http, pool.clone()).await?;
-    let fleet = build_fleet(pool.clone(), &args.events, fleet_config)?;
+    let fleet = build_fleet(pool.clone(), &args.events, &args.fleet, fleet_config)?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop_tx, false).await?;
     let mut api_stop = stop_tx.subscribe();

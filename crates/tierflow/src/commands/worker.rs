@@ -76,6 +76,12 @@ pub struct FleetArgs {
     /// (the attempt is not counted).
     #[arg(long, env = "TIERFLOW_JOB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
     pub job_lock_timeout_ms: u64,
+    /// Seconds between the reconciler's rounds (on the maintenance leader): it re-drives the
+    /// apply_downgrade job of a downgrade pending more than a minute past its grace end whose job
+    /// was cancelled or lost, and reports the ones whose job is dead.
+    #[arg(long, env = "TIERFLOW_RECONCILE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconcile_interval_secs: u64,
 }
 
 impl FleetArgs {
@@ -119,7 +125,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(database = %db.target, "starting worker");
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop, false).await?;
-    let fleet = build_fleet(pool.clone(), &args.events, config)?;
+    let fleet = build_fleet(pool.clone(), &args.events, &args.fleet, config)?;
     let report = fleet.run_until(shutdown::signal()).await;
     let _ = stop.send(());
     let _ = ops.await;
@@ -157,6 +163,7 @@ pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Resul
 pub fn build_fleet(
     pool: sqlx::PgPool,
     events: &EventArgs,
+    fleet: &FleetArgs,
     config: FleetConfig,
 ) -> anyhow::Result<tierflow_queue::Fleet<WorkerState>> {
     let store = store_context(events);
@@ -168,7 +175,11 @@ pub fn build_fleet(
         endpoints = events.webhook_urls.len(),
         "webhook delivery configured"
     );
-    let state = Arc::new(WorkerState { store, webhooks });
+    let state = Arc::new(WorkerState {
+        store,
+        webhooks,
+        reconcile_interval: Duration::from_secs(fleet.reconcile_interval_secs),
+    });
     Ok(tierflow_worker::fleet::build(pool, state, config))
 }
 

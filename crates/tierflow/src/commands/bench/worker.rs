@@ -42,6 +42,7 @@ pub async fn run(args: BenchWorkerArgs) -> anyhow::Result<()> {
     let state = Arc::new(WorkerState {
         store: store_context(&events),
         webhooks: None,
+        reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     });
     let defaults = FleetConfig::default();
     let config = FleetConfig {

@@ -175,6 +175,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let state = Arc::new(WorkerState {
         store: ctx.clone(),
         webhooks: Some(WebhookClient::new(Secret::new(secret.clone()))?),
+        reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     });
     let fleet = tierflow_worker::fleet::build(db.pool.clone(), state, fleet_config);
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
