@@ -297,14 +297,14 @@ impl Scene {
 }
 
 /// A fake downstream system: answers 200 to every webhook and keeps every delivered event, by id.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<HashMap<String, Vec<serde_json::Value>>>>,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         use axum::http::HeaderMap;
         let got: Arc<Mutex<HashMap<String, Vec<serde_json::Value>>>> = Arc::default();
         let log = got.clone();
@@ -336,7 +336,7 @@ impl Receiver {
         }
     }
 
-    fn events(&self) -> HashMap<String, Vec<serde_json::Value>> {
+    pub(crate) fn events(&self) -> HashMap<String, Vec<serde_json::Value>> {
         self.got.lock().unwrap().clone()
     }
 }

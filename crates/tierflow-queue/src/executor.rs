@@ -118,6 +118,8 @@ pub(crate) trait KindRunner<S>: Send + Sync {
     fn standalone(&self) -> bool;
     /// How this kind's claims commit ([`Job::DURABLE_CLAIM`]).
     fn claim_commit(&self) -> crate::lease::ClaimCommit;
+    /// Jobs of this kind run at once in a process whose concurrency is `concurrency`.
+    fn slots(&self, concurrency: usize) -> usize;
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
@@ -145,6 +147,10 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
 
     fn standalone(&self) -> bool {
         matches!(self.handler, Handler::Standalone(_))
+    }
+
+    fn slots(&self, concurrency: usize) -> usize {
+        concurrency.min(J::MAX_CONCURRENCY).max(1)
     }
 
     fn claim_commit(&self) -> crate::lease::ClaimCommit {

@@ -258,10 +258,11 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         }
         tracing::info!(worker_id = %id, kinds = ?kinds, concurrency = self.config.concurrency, "worker started");
 
-        for kind in &kinds {
-            metrics::gauge!(crate::metrics::WORKER_SLOTS, "kind" => *kind)
-                .set(self.config.concurrency as f64);
-            metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => *kind).set(0.0);
+        for runner in &self.runners {
+            let kind = runner.kind();
+            metrics::gauge!(crate::metrics::WORKER_SLOTS, "kind" => kind)
+                .set(runner.slots(self.config.concurrency) as f64);
+            metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind).set(0.0);
         }
         let holdings = Arc::new(Holdings::default());
         let mut wakers = HashMap::new();
@@ -270,9 +271,10 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         let (completer, completer_task) = completer::start(self.pool.clone(), id.clone());
         for runner in &self.runners {
             let kind = runner.kind();
+            let slots = runner.slots(self.config.concurrency);
             let wake = Arc::new(Notify::new());
             wakers.insert(kind, wake.clone());
-            let (tx, rx) = mpsc::channel(self.config.concurrency);
+            let (tx, rx) = mpsc::channel(slots);
             let exec = Arc::new(Executor {
                 pool: self.pool.clone(),
                 state: self.state.clone(),
@@ -289,7 +291,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                     commit: runner.claim_commit(),
                 },
                 wake,
-                slots: Arc::new(Semaphore::new(self.config.concurrency)),
+                slots: Arc::new(Semaphore::new(slots)),
                 exec,
                 holdings: holdings.clone(),
                 out: tx,

@@ -24,6 +24,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// replication, on a replica — so a crash or failover cannot take back a change someone
     /// outside has already heard of. It costs one WAL flush per claimed batch.
     const DURABLE_CLAIM: bool = false;
+    /// Most jobs of this kind one worker process runs at once, below the fleet's concurrency:
+    /// for a kind whose jobs come one after another (a chain of batches), where more slots would
+    /// only hold connections.
+    const MAX_CONCURRENCY: usize = usize::MAX;
 
     /// Delay before attempt `failed_attempts + 1`, after `failed_attempts` failures.
     fn backoff(failed_attempts: i32) -> std::time::Duration {

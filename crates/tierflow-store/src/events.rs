@@ -118,17 +118,52 @@ fn log_only(event_id: &str, tenant_id: &str, version: i64) {
     );
 }
 
-/// Emits the event for a change, in the change's transaction.
-pub(crate) async fn emit(
+/// Emits the events of one change that reached many tenants (a tier edit's batch), with one
+/// insert for all of them; `changes` holds each event's subject id and entitlement. With no
+/// endpoint configured, one line is logged for the batch.
+pub(crate) async fn emit_many(
     conn: &mut PgConnection,
     ctx: &Context,
+    action: &str,
+    subject_type: &str,
+    changes: &[(String, EffectiveEntitlement)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    if ctx.webhooks.is_empty() {
+        tracing::info!(
+            action,
+            tenants = changes.len(),
+            "entitlement.changed for a batch of tenants (no webhook endpoint configured; logged only)"
+        );
+        return Ok(());
+    }
+    let mut jobs = Vec::with_capacity(changes.len() * ctx.webhooks.len());
+    for (subject_id, entitlement) in changes {
+        let event = event_of(action, subject_type, subject_id, entitlement, now);
+        for endpoint in ctx.webhooks.iter() {
+            let key = format!("{}@{endpoint}", event.id);
+            let job = DeliverEvent {
+                endpoint: endpoint.clone(),
+                event: event.clone(),
+            };
+            jobs.push(NewJob::new(&job, now)?.with_key(key));
+        }
+    }
+    enqueue(conn, jobs).await?;
+    Ok(())
+}
+
+fn event_of(
     action: &str,
     subject_type: &str,
     subject_id: &str,
     entitlement: &EffectiveEntitlement,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let event = EntitlementChanged {
+) -> EntitlementChanged {
+    EntitlementChanged {
         id: event_id(action, subject_id),
         kind: ENTITLEMENT_CHANGED.to_owned(),
         occurred_at: now,
@@ -140,7 +175,20 @@ pub(crate) async fn emit(
             subject_id: subject_id.to_owned(),
         },
         entitlement: entitlement.clone(),
-    };
+    }
+}
+
+/// Emits the event for a change, in the change's transaction.
+pub(crate) async fn emit(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    action: &str,
+    subject_type: &str,
+    subject_id: &str,
+    entitlement: &EffectiveEntitlement,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let event = event_of(action, subject_type, subject_id, entitlement, now);
     if ctx.webhooks.is_empty() {
         log_only(&event.id, &event.tenant_id, event.version);
         return Ok(());

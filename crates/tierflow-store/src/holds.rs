@@ -83,7 +83,7 @@ pub async fn place_hold(
             name: req.name.to_string(),
         });
     }
-    tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
+    let version = tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
     let hold = HoldRecord {
         name: req.name.to_string(),
         source: source.clone(),
@@ -112,7 +112,7 @@ pub async fn place_hold(
         &tenant.tenant_id,
         "hold.placed",
         "hold",
-        &source,
+        &event_subject(&tenant.tenant_id, &req.name, version),
         now,
     )
     .await?;
@@ -152,7 +152,7 @@ pub async fn lift_hold(
         .map(|(r, _)| Restriction::parse(r).map_err(crate::error::corrupt("hold restriction")))
         .collect::<Result<Vec<_>, _>>()?;
     restrictions.sort();
-    tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
+    let version = tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
     let flags: Vec<&str> = restrictions.iter().map(|r| r.as_str()).collect();
     audit::record(
         &mut tx,
@@ -170,8 +170,16 @@ pub async fn lift_hold(
         },
     )
     .await?;
-    let entitlement =
-        events::announce(&mut tx, ctx, tenant_id, "hold.lifted", "hold", &source, now).await?;
+    let entitlement = events::announce(
+        &mut tx,
+        ctx,
+        tenant_id,
+        "hold.lifted",
+        "hold",
+        &event_subject(tenant_id, name, version),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(HoldOutcome {
         hold: HoldRecord {
@@ -182,4 +190,10 @@ pub async fn lift_hold(
         },
         entitlement,
     })
+}
+
+/// The subject of a hold's event, `<tenant>/<hold>@<version>`: an event id must be unique across
+/// tenants and across placing the same hold again (it is the delivery's idempotency key).
+fn event_subject(tenant_id: &TenantId, name: &HoldName, version: i64) -> String {
+    format!("{tenant_id}/{name}@{version}")
 }

@@ -251,6 +251,23 @@ pub async fn effective(
     effective_at(conn, tenant_id, ctx.clock.now()).await
 }
 
+/// Everything a tenant's effective entitlement is computed from, for a query over
+/// `tenant_entitlements e JOIN tiers t`.
+macro_rules! state_columns {
+    () => {
+        concat!(
+            "e.tenant_id AS state_tenant_id, e.status, e.effective_at, e.version,
+                t.tier_id, t.name, t.category, t.rank, t.active, t.features, t.limits, t.metadata,
+                (SELECT json_build_object('id', p.id, 'to_tier_id', p.to_tier_id, 'grace_ends_at', p.grace_ends_at)
+                   FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending, ",
+            holds_json!(),
+            " AS holds, ",
+            overrides_json!(),
+            " AS overrides"
+        )
+    };
+}
+
 /// The effective entitlement at `now`.
 pub(crate) async fn effective_at(
     conn: &mut PgConnection,
@@ -259,70 +276,133 @@ pub(crate) async fn effective_at(
 ) -> Result<EffectiveEntitlement, StoreError> {
     // The product's most frequent read, and part of every change: one round trip, with the
     // pending downgrade, the restriction holds and the active overrides folded in as JSON.
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        status: String,
-        effective_at: DateTime<Utc>,
-        version: i64,
-        #[sqlx(flatten)]
-        tier: TierRow,
-        pending: Option<serde_json::Value>,
-        holds: serde_json::Value,
-        overrides: serde_json::Value,
-    }
-    #[derive(serde::Deserialize)]
-    struct PendingRow {
-        id: uuid::Uuid,
-        to_tier_id: String,
-        grace_ends_at: DateTime<Utc>,
-    }
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT e.status, e.effective_at, e.version,
-                t.tier_id, t.name, t.category, t.rank, t.active, t.features, t.limits, t.metadata,
-                (SELECT json_build_object('id', p.id, 'to_tier_id', p.to_tier_id, 'grace_ends_at', p.grace_ends_at)
-                   FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending, ",
-        holds_json!(),
-        " AS holds, ",
-        overrides_json!(),
-        " AS overrides
-           FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
+    let row: Option<StateRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        state_columns!(),
+        " FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
           WHERE e.tenant_id = $1"
     ))
     .bind(tenant_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let row = row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
-    let json = |what: &str, e: serde_json::Error| {
-        StoreError::Corrupt(format!("{what} of tenant '{tenant_id}': {e}"))
-    };
-    let tier = Tier::try_from(row.tier)?;
-    let pending = match row.pending {
-        Some(p) => {
-            let p: PendingRow =
-                serde_json::from_value(p).map_err(|e| json("pending downgrade", e))?;
-            Some(PendingDowngrade {
-                transition_id: TransitionId(p.id),
-                to_tier: TierId::parse(p.to_tier_id).map_err(corrupt("pending tier"))?,
-                grace_ends_at: p.grace_ends_at,
-            })
+    let state = row
+        .ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?
+        .parse()?;
+    Ok(state.entitlement(None, now))
+}
+
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    state_tenant_id: String,
+    status: String,
+    effective_at: DateTime<Utc>,
+    version: i64,
+    #[sqlx(flatten)]
+    tier: TierRow,
+    pending: Option<serde_json::Value>,
+    holds: serde_json::Value,
+    overrides: serde_json::Value,
+}
+
+/// A tenant's stored state, parsed: what [`effective_entitlement`] folds.
+pub(crate) struct TenantState {
+    pub tenant_id: TenantId,
+    pub tier: Tier,
+    pub status: EntitlementStatus,
+    pub effective_at: DateTime<Utc>,
+    pub version: i64,
+    pub pending: Option<PendingDowngrade>,
+    pub holds: Vec<Hold>,
+    pub overrides: Vec<LimitOverride>,
+}
+
+impl StateRow {
+    fn parse(self) -> Result<TenantState, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct PendingRow {
+            id: uuid::Uuid,
+            to_tier_id: String,
+            grace_ends_at: DateTime<Utc>,
         }
-        None => None,
-    };
-    let holds = parse_holds(row.holds, tenant_id)?;
-    let overrides = parse_overrides(row.overrides, tenant_id)?;
-    Ok(effective_entitlement(
-        &EntitlementState {
+        let tenant_id = TenantId::parse(self.state_tenant_id).map_err(corrupt("tenant id"))?;
+        let json = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("{what} of tenant '{tenant_id}': {e}"))
+        };
+        let pending = match self.pending {
+            Some(p) => {
+                let p: PendingRow =
+                    serde_json::from_value(p).map_err(|e| json("pending downgrade", e))?;
+                Some(PendingDowngrade {
+                    transition_id: TransitionId(p.id),
+                    to_tier: TierId::parse(p.to_tier_id).map_err(corrupt("pending tier"))?,
+                    grace_ends_at: p.grace_ends_at,
+                })
+            }
+            None => None,
+        };
+        let holds = parse_holds(self.holds, &tenant_id)?;
+        let overrides = parse_overrides(self.overrides, &tenant_id)?;
+        Ok(TenantState {
+            tier: Tier::try_from(self.tier)?,
+            status: EntitlementStatus::parse(&self.status).map_err(corrupt("tenant status"))?,
+            effective_at: self.effective_at,
+            version: self.version,
+            pending,
+            holds,
+            overrides,
             tenant_id,
-            tier: &tier,
-            status: EntitlementStatus::parse(&row.status).map_err(corrupt("tenant status"))?,
-            effective_at: row.effective_at,
-            version: row.version,
-            pending: pending.as_ref(),
-            holds: &holds,
-            overrides: &overrides,
-        },
-        now,
+        })
+    }
+}
+
+impl TenantState {
+    /// The effective entitlement at `now` — on `tier` instead of the stored one if given (what a
+    /// tier's earlier definition gave).
+    pub(crate) fn entitlement(
+        &self,
+        tier: Option<&Tier>,
+        now: DateTime<Utc>,
+    ) -> EffectiveEntitlement {
+        effective_entitlement(
+            &EntitlementState {
+                tenant_id: &self.tenant_id,
+                tier: tier.unwrap_or(&self.tier),
+                status: self.status,
+                effective_at: self.effective_at,
+                version: self.version,
+                pending: self.pending.as_ref(),
+                holds: &self.holds,
+                overrides: &self.overrides,
+            },
+            now,
+        )
+    }
+}
+
+/// Locks the next `limit` tenants on `tier_id` after `after` (in id order) that have been on it
+/// since before `since`, and reads their state — one batch of a tier edit's fan-out.
+pub(crate) async fn lock_tier_batch(
+    conn: &mut PgConnection,
+    tier_id: &TierId,
+    after: Option<&TenantId>,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<TenantState>, StoreError> {
+    let rows: Vec<StateRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        state_columns!(),
+        " FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
+          WHERE e.tier_id = $1 AND e.tenant_id > $2 AND e.effective_at < $3
+          ORDER BY e.tenant_id LIMIT $4
+          FOR UPDATE OF e"
     ))
+    .bind(tier_id.as_str())
+    .bind(after.map_or("", TenantId::as_str))
+    .bind(since)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(StateRow::parse).collect()
 }
 
 /// Whether the tenant exists.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tierflow_queue::{Fleet, FleetConfig, QueueError};
 use tierflow_store::jobs::{
-    ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, VoiceDisable, apply_downgrade,
-    expire_override, sla_freeze, voice_disable,
+    ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, TierFanout, VoiceDisable,
+    apply_downgrade, expire_override, sla_freeze, tier_fanout, voice_disable,
 };
 use tierflow_store::reconciler;
 
@@ -23,6 +23,7 @@ pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Flee
         .register::<SlaFreeze>(|job, tx, s| sla_freeze::handle(job, tx, &s.store))
         .register::<ApplyDowngrade>(|job, tx, s| apply_downgrade::handle(job, tx, &s.store))
         .register::<ExpireOverride>(|job, tx, s| expire_override::handle(job, tx, &s.store))
+        .register::<TierFanout>(|job, tx, s| tier_fanout::handle(job, tx, &s.store))
         .register_standalone::<DeliverEvent>(deliver_event::handle)
         .sample_sql(
             tierflow_store::metrics::ACTIVE_OVERRIDES,

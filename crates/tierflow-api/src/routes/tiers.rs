@@ -5,8 +5,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tierflow_domain::ids::TierId;
+use tierflow_domain::ids::{Actor, TierId};
 use tierflow_domain::tier::{Features, Limits, Tier, TierCategory};
+use tierflow_store::tiers::TierEdit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -60,21 +61,24 @@ fn yes() -> bool {
     true
 }
 
-/// Creates or replaces a tier (admin). Tenants on it see the change at once.
+/// Creates or replaces a tier (admin), as an audited change with the catalogue's next version.
+/// Tenants on it see the change at once; those whose entitlement it changes get a new version
+/// and an `entitlement.changed` event, fanned out in the background (`fanout_job`). `active:
+/// false` retires the tier: no new transitions to it.
 #[utoipa::path(put, path = "/v1/tiers/{tier_id}", operation_id = "put_tier", tag = "tiers", security(("bearer" = [])),
     params(("tier_id" = String, Path, description = "the tier")),
     request_body = TierBody,
     responses(
-        (status = 201, description = "created", body = Object),
-        (status = 200, description = "replaced", body = Object),
+        (status = 201, description = "created", body = TierEdit),
+        (status = 200, description = "replaced", body = TierEdit),
         (status = 403, description = "not an admin token", body = Problem),
         (status = 422, description = "invalid field", body = Problem)))]
 async fn put(
     State(state): State<Arc<AppState>>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(tier_id): Path<String>,
     Json(body): Json<TierBody>,
-) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<TierEdit>), ApiError> {
     let tier_id = TierId::parse(tier_id).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let category = TierCategory::parse(&body.category)
         .ok_or_else(|| ApiError::field("category", "use free, paid or enterprise"))?;
@@ -126,14 +130,15 @@ async fn put(
         limits: body.limits,
         metadata: body.metadata,
     };
+    let actor = Actor::parse(admin.name.clone())?;
     let mut conn = state.pool.acquire().await?;
-    let created = tierflow_store::tiers::upsert(&mut conn, &tier, state.ctx.clock.now()).await?;
-    let status = if created {
+    let edit = tierflow_store::tiers::put(&mut conn, &admin.context(&state), &tier, &actor).await?;
+    let status = if edit.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(to_json(&tier)?)))
+    Ok((status, axum::Json(edit)))
 }
 
 /// Whether a NUL character appears in any key or string of `v` (PostgreSQL's `jsonb` refuses it).

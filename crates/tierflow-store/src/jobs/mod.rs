@@ -10,6 +10,7 @@
 //! | [`apply_downgrade`] | at the grace end | 20 | moves the tier, makes the transition effective |
 //! | [`expire_override`] | at the override's expiry | 20 | ends the override |
 //! | [`deliver_event`] | with the change | 14 | POSTs one event (handler in `tierflow-worker`) |
+//! | [`tier_fanout`] | with a tier edit, then one per batch | 20 | announces the edit to the tier's tenants whose entitlement it changed |
 //!
 //! Every handler reads "now" from the job's transaction ([`tierflow_queue::JobTx::now`], the
 //! database's clock), never from the host.
@@ -21,6 +22,7 @@ pub mod apply_downgrade;
 pub mod deliver_event;
 pub mod expire_override;
 pub mod sla_freeze;
+pub mod tier_fanout;
 pub mod transition_action;
 pub mod voice_disable;
 
@@ -34,6 +36,7 @@ pub use apply_downgrade::ApplyDowngrade;
 pub use deliver_event::DeliverEvent;
 pub use expire_override::{ExpireOverride, expire_override};
 pub use sla_freeze::SlaFreeze;
+pub use tier_fanout::TierFanout;
 pub use transition_action::run_transition_action;
 pub use voice_disable::VoiceDisable;
 
@@ -154,13 +157,30 @@ pub fn override_key(id: OverrideId) -> JobKey {
 }
 
 /// Every kind tierflow enqueues (the worker registers a handler for each).
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     VoiceDisable::KIND,
     SlaFreeze::KIND,
     ApplyDowngrade::KIND,
     ExpireOverride::KIND,
     DeliverEvent::KIND,
+    TierFanout::KIND,
 ];
+
+/// The job slots of a worker process whose concurrency is `concurrency`: each kind runs that
+/// many at once, or its [`Job::MAX_CONCURRENCY`] if lower. Each running job holds a connection.
+pub fn job_slots(concurrency: usize) -> usize {
+    [
+        VoiceDisable::MAX_CONCURRENCY,
+        SlaFreeze::MAX_CONCURRENCY,
+        ApplyDowngrade::MAX_CONCURRENCY,
+        ExpireOverride::MAX_CONCURRENCY,
+        DeliverEvent::MAX_CONCURRENCY,
+        TierFanout::MAX_CONCURRENCY,
+    ]
+    .iter()
+    .map(|cap| concurrency.min(*cap).max(1))
+    .sum()
+}
 
 #[cfg(test)]
 mod tests {

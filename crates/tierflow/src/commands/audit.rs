@@ -17,16 +17,16 @@ pub struct AuditArgs {
     pub tenant_id: String,
     /// Only this kind of change: a family (transition, override, action, hold, tier) or one
     /// action (transition.downgrade).
-    #[arg(long)]
+    #[arg(long, env = "TIERFLOW_AUDIT_KIND")]
     pub kind: Option<String>,
     /// Only changes at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
-    #[arg(long)]
+    #[arg(long, env = "TIERFLOW_AUDIT_SINCE")]
     pub since: Option<DateTime<Utc>>,
     /// Only changes before this time (RFC 3339).
-    #[arg(long)]
+    #[arg(long, env = "TIERFLOW_AUDIT_UNTIL")]
     pub until: Option<DateTime<Utc>>,
     /// At most this many rows (the oldest first).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "TIERFLOW_AUDIT_LIMIT", default_value_t = 1000)]
     pub limit: i64,
     #[command(flatten)]
     pub out: OutputArgs,

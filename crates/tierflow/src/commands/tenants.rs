@@ -42,11 +42,15 @@ pub enum TenantsCommand {
         /// The tenant's id.
         tenant_id: String,
         /// The hold's name: lowercase letters, digits, '-' and '_'.
-        #[arg(long)]
+        #[arg(long, env = "TIERFLOW_HOLD_NAME")]
         name: String,
         /// A flag to hold (repeat, or comma-separate): voice_disabled, sla_frozen,
         /// escalation_frozen, routing_degraded [default: all four].
-        #[arg(long = "restrict", value_delimiter = ',')]
+        #[arg(
+            long = "restrict",
+            env = "TIERFLOW_HOLD_RESTRICT",
+            value_delimiter = ','
+        )]
         restrictions: Vec<String>,
         /// Why (for the audit trail; required).
         #[arg(long, env = "TIERFLOW_REASON")]
@@ -60,7 +64,7 @@ pub enum TenantsCommand {
         /// The tenant's id.
         tenant_id: String,
         /// The hold's name.
-        #[arg(long)]
+        #[arg(long, env = "TIERFLOW_HOLD_NAME")]
         name: String,
         /// Why (for the audit trail).
         #[arg(long, env = "TIERFLOW_REASON")]

@@ -143,10 +143,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 /// `--db-pool-size`, [`LIVENESS_CONNECTIONS`] go to the fleet's own pool for the heartbeat and
 /// the maintenance lease (so jobs cannot starve them); the rest is the pool opened here.
 pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<database::Db> {
-    let kinds = tierflow_store::jobs::KINDS.len() as u32;
-    let size = db
-        .db_pool_size
-        .unwrap_or(config.concurrency as u32 * kinds + 4);
+    let slots = tierflow_store::jobs::job_slots(config.concurrency) as u32;
+    let size = db.db_pool_size.unwrap_or(slots + 4);
     anyhow::ensure!(
         size > LIVENESS_CONNECTIONS,
         "--db-pool-size {size} is too small for a worker: it needs more than {LIVENESS_CONNECTIONS} (the heartbeat's and the maintenance lease's), and one per job slot to run at full speed"
