@@ -202,6 +202,19 @@ async fn missing_or_wrong_token_is_401_everywhere() {
         (Method::GET, "/v1/tenants/acme/audit"),
         (Method::POST, "/v1/tenants/acme/holds"),
         (Method::DELETE, "/v1/tenants/acme/holds/kyc"),
+        (Method::POST, "/v1/test-clocks"),
+        (
+            Method::GET,
+            "/v1/test-clocks/0190a0a0-0000-7000-8000-000000000000",
+        ),
+        (
+            Method::DELETE,
+            "/v1/test-clocks/0190a0a0-0000-7000-8000-000000000000",
+        ),
+        (
+            Method::POST,
+            "/v1/test-clocks/0190a0a0-0000-7000-8000-000000000000/advance",
+        ),
         (Method::GET, "/v1/tiers"),
         (Method::PUT, "/v1/tiers/team"),
         (Method::GET, "/v1/jobs"),
@@ -452,6 +465,10 @@ async fn openapi_document_is_valid_and_matches_the_router() {
         ("GET", "/v1/tenants/{tenant_id}/audit"),
         ("POST", "/v1/tenants/{tenant_id}/holds"),
         ("DELETE", "/v1/tenants/{tenant_id}/holds/{name}"),
+        ("POST", "/v1/test-clocks"),
+        ("GET", "/v1/test-clocks/{clock_id}"),
+        ("DELETE", "/v1/test-clocks/{clock_id}"),
+        ("POST", "/v1/test-clocks/{clock_id}/advance"),
         ("GET", "/v1/tiers"),
         ("PUT", "/v1/tiers/{tier_id}"),
         ("GET", "/v1/jobs"),
@@ -473,6 +490,7 @@ async fn openapi_document_is_valid_and_matches_the_router() {
             .replace("{override_id}", "0190a0a0-0000-7000-8000-000000000000")
             .replace("{tier_id}", "team")
             .replace("{name}", "kyc")
+            .replace("{clock_id}", "0190a0a0-0000-7000-8000-000000000000")
             .replace("{job_id}", "x");
         let r = api
             .call(

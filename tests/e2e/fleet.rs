@@ -42,6 +42,8 @@ pub(crate) async fn provision_all(pool: &PgPool, ctx: &Context, tenants: usize) 
                 tier_id: TierId::parse("professional").unwrap(),
                 reason: None,
                 requested_by: Actor::parse("billing").unwrap(),
+                expires_at: None,
+                test_clock_id: None,
             },
         )
         .await

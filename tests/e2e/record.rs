@@ -385,6 +385,8 @@ async fn the_reconciler_puts_stranded_downgrades_back_and_reports_dead_ones() {
                 tier_id: TierId::parse("professional").unwrap(),
                 reason: None,
                 requested_by: Actor::parse("test").unwrap(),
+                expires_at: None,
+                test_clock_id: None,
             },
         )
         .await
@@ -849,4 +851,179 @@ async fn editing_a_tier_of_100000_tenants_keeps_the_api_responsive() {
         worst < std::time::Duration::from_millis(100),
         "a request waited {worst:?} during the fan-out"
     );
+}
+
+/// A test clock drives its tenants' time and jobs, and nothing else: a tenant on a clock and a
+/// real tenant both downgrade with a 7-day grace; advancing the clock 7 days runs the clocked
+/// tenant's `voice_disable`, `sla_freeze`, `expire_override` and `apply_downgrade` in due order
+/// (its tier applied, its override expired, every change stamped with the clock's time) while the
+/// real tenant stays in grace; advancing to its expiry expires it; the CLI shows and advances the
+/// same clock; deleting the clock deletes its tenant and leaves the real one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_clock_runs_a_tenants_grace_and_expiries_in_order() {
+    let api = TestApi::spawn_cmd("run", &[]).await;
+    let t0: chrono::DateTime<chrono::Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+    let (s, clock) = api
+        .service(
+            Method::POST,
+            "/v1/test-clocks",
+            Some(json!({"name": "billing suite", "frozen_time": t0})),
+        )
+        .await;
+    assert_eq!(s, 201, "{clock}");
+    let id = clock["id"].as_str().unwrap().to_owned();
+    let expires = t0 + chrono::Duration::days(30);
+    let (s, b) = api
+        .service(
+            Method::POST,
+            "/v1/tenants",
+            Some(
+                json!({"tenant_id": "clocked", "tier_id": "professional", "test_clock_id": id,
+                        "expires_at": expires}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        b["entitlement"]["effective_at"],
+        json!(t0),
+        "stamped with the clock's time"
+    );
+    api.provision("real", "professional").await;
+    for t in ["clocked", "real"] {
+        let (s, b) = api
+            .service(
+                Method::POST,
+                &format!("/v1/tenants/{t}/transitions"),
+                Some(json!({"tier_id": "starter", "grace_seconds": 7 * 86400})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = api
+        .service(
+            Method::POST,
+            "/v1/tenants/clocked/overrides",
+            Some(
+                json!({"entitlement_type": "leads", "override_limit": 9000, "reason": "incident",
+                        "expires_at": t0 + chrono::Duration::days(3)}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, e) = api
+        .service(Method::GET, "/v1/tenants/clocked/entitlement", None)
+        .await;
+    assert_eq!(e["as_of"], json!(t0), "reads report the clock's time");
+    assert_eq!(e["limits"]["leads"]["value"], 9000);
+
+    // Seven days on the clock: the clocked tenant's four jobs, in due order.
+    let (s, adv) = api
+        .service(
+            Method::POST,
+            &format!("/v1/test-clocks/{id}/advance"),
+            Some(json!({"seconds": 7 * 86400})),
+        )
+        .await;
+    assert_eq!(s, 200, "{adv}");
+    let ran: Vec<(&str, &str)> = adv["ran"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["kind"].as_str().unwrap(),
+                j["tenant_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut first_two = ran[..2].to_vec();
+    first_two.sort();
+    assert_eq!(
+        first_two,
+        [("sla_freeze", "clocked"), ("voice_disable", "clocked")]
+    );
+    assert_eq!(
+        ran[2..],
+        [
+            ("expire_override", "clocked"),
+            ("apply_downgrade", "clocked")
+        ]
+    );
+    assert_eq!(
+        adv["clock"]["frozen_time"],
+        json!(t0 + chrono::Duration::days(7))
+    );
+    let (_, e) = api
+        .service(Method::GET, "/v1/tenants/clocked/entitlement", None)
+        .await;
+    assert_eq!(e["tier_id"], "starter", "{e}");
+    assert_eq!(e["effective_at"], json!(t0 + chrono::Duration::days(7)));
+    assert_eq!(e["limits"]["leads"]["source"], "plan", "{e}");
+    assert!(e.get("pending_downgrade").is_none_or(Value::is_null), "{e}");
+    let (_, real) = api
+        .service(Method::GET, "/v1/tenants/real/entitlement", None)
+        .await;
+    assert_eq!(
+        real["tier_id"], "professional",
+        "the real tenant is untouched"
+    );
+    assert!(real["pending_downgrade"].is_object(), "{real}");
+    let real_apply: String = sqlx::query_scalar(
+        "SELECT j.status FROM apalis.jobs j JOIN transition_actions a ON a.job_id = j.id
+          WHERE a.tenant_id = 'real' AND a.action = 'apply_downgrade'",
+    )
+    .fetch_one(api.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(real_apply, "Pending");
+
+    // The CLI sees the same clock and advances it to the expiry.
+    let url = api.db.url();
+    let shown = tierflow(&url, &["clock", "show", &id, "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let shown: Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(shown["tenants"], 1);
+    assert_eq!(shown["next_due_at"], json!(expires));
+    let moved = tierflow(&url, &["clock", "advance", &id, "--by", "30d"]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(
+        stdout(&moved).contains("expire_entitlement"),
+        "{}",
+        stdout(&moved)
+    );
+    let (_, e) = api
+        .service(Method::GET, "/v1/tenants/clocked/entitlement", None)
+        .await;
+    assert_eq!(e["status"], "expired", "{e}");
+    let (s, _) = api
+        .service(
+            Method::POST,
+            &format!("/v1/test-clocks/{id}/advance"),
+            Some(json!({"to": t0})),
+        )
+        .await;
+    assert_eq!(s, 422, "a clock only moves forward");
+
+    let (s, b) = api
+        .service(Method::DELETE, &format!("/v1/test-clocks/{id}"), None)
+        .await;
+    assert_eq!((s, b["tenants_deleted"].as_i64()), (200, Some(1)), "{b}");
+    let (s, _) = api
+        .service(Method::GET, "/v1/tenants/clocked/entitlement", None)
+        .await;
+    assert_eq!(s, 404);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM audit_events WHERE tenant_id = 'clocked')
+              + (SELECT count(*) FROM tier_transitions WHERE tenant_id = 'clocked')
+              + (SELECT count(*) FROM test_clock_jobs)",
+    )
+    .fetch_one(api.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    let (s, real) = api
+        .service(Method::GET, "/v1/tenants/real/entitlement", None)
+        .await;
+    assert_eq!((s, real["tier_id"].as_str()), (200, Some("professional")));
 }

@@ -198,9 +198,13 @@ impl From<StoreError> for ApiError {
             | StoreError::UnknownTier(_)
             | StoreError::UnknownTransition(_)
             | StoreError::UnknownOverride(_)
-            | StoreError::UnknownHold { .. } => ApiError::NotFound(e.to_string()),
+            | StoreError::UnknownHold { .. }
+            | StoreError::UnknownTestClock(_) => ApiError::NotFound(e.to_string()),
+            StoreError::ClockBackwards { .. } => ApiError::field("to", e.to_string()),
+            StoreError::ExpiryInPast { .. } => ApiError::field("expires_at", e.to_string()),
             StoreError::TenantExists(_)
             | StoreError::HoldExists { .. }
+            | StoreError::ClockBusy(_)
             | StoreError::TransitionNotPending { .. }
             | StoreError::OverrideNotActive { .. } => ApiError::StateConflict(e.to_string()),
             StoreError::IdempotencyConflict { .. } => ApiError::IdempotencyConflict(e.to_string()),

@@ -54,6 +54,9 @@ pub struct EffectiveEntitlement {
     pub category: TierCategory,
     pub status: EntitlementStatus,
     pub effective_at: DateTime<Utc>,
+    /// When the entitlement expires (status `expired`, every restriction on), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     pub pending_downgrade: Option<PendingDowngrade>,
     pub restrictions: RestrictionFlags,
     /// For each flag that is on, the sources holding it.
@@ -73,6 +76,7 @@ pub struct EntitlementState<'a> {
     pub tier: &'a Tier,
     pub status: EntitlementStatus,
     pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
     pub version: i64,
     pub pending: Option<&'a PendingDowngrade>,
     pub holds: &'a [Hold],
@@ -146,6 +150,7 @@ pub fn effective_entitlement(s: &EntitlementState<'_>, now: DateTime<Utc>) -> Ef
         category: s.tier.category,
         status: s.status,
         effective_at: s.effective_at,
+        expires_at: s.expires_at,
         pending_downgrade: s.pending.cloned(),
         restrictions: flags,
         restriction_sources,
@@ -200,6 +205,7 @@ mod tests {
                 tier: &tier,
                 status: EntitlementStatus::Active,
                 effective_at: at(),
+                expires_at: None,
                 version: 1,
                 pending: None,
                 holds,

@@ -81,12 +81,14 @@ pub enum RestrictionSource {
     PendingDowngrade(TransitionId),
     /// The tenant is suspended; lifted on reactivation.
     Suspension,
+    /// The tenant's entitlement expired; lifted on reactivation.
+    Expiry,
     /// A named hold placed by an operator (compliance, fraud review, …).
     Hold(String),
 }
 
 impl RestrictionSource {
-    /// The stored key: `downgrade:<transition id>`, `suspension`, `hold:<name>`.
+    /// The stored key: `downgrade:<transition id>`, `suspension`, `expiry`, `hold:<name>`.
     pub fn key(&self) -> String {
         self.to_string()
     }
@@ -96,6 +98,9 @@ impl RestrictionSource {
         let bad = || DomainError::invalid("restriction source", format!("unknown source '{key}'"));
         if key == "suspension" {
             return Ok(Self::Suspension);
+        }
+        if key == "expiry" {
+            return Ok(Self::Expiry);
         }
         if let Some(id) = key.strip_prefix("downgrade:") {
             let id = Uuid::parse_str(id).map_err(|_| bad())?;
@@ -113,6 +118,7 @@ impl fmt::Display for RestrictionSource {
         match self {
             Self::PendingDowngrade(id) => write!(f, "downgrade:{id}"),
             Self::Suspension => f.write_str("suspension"),
+            Self::Expiry => f.write_str("expiry"),
             Self::Hold(name) => write!(f, "hold:{name}"),
         }
     }

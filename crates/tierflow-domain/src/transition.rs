@@ -307,7 +307,9 @@ pub fn plan_transition(
             }
             plan.kind = TransitionKind::Reactivation;
             plan.to_status = EntitlementStatus::Active;
-            plan.lift = vec![RestrictionSource::Suspension];
+            // Reactivation ends a suspension and an expiry alike; a pending downgrade's and an
+            // operator's holds stay.
+            plan.lift = vec![RestrictionSource::Suspension, RestrictionSource::Expiry];
         }
         Target::Tier(wanted) => {
             let to = match to_tier {
@@ -400,6 +402,40 @@ pub fn plan_apply_downgrade(
     ApplyDecision::Apply {
         to_tier: to_tier.clone(),
         lift: RestrictionSource::PendingDowngrade(transition_id),
+    }
+}
+
+/// What the `expire_entitlement` job should do, decided from the tenant's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryDecision {
+    /// Expire now: status `expired`, every restriction held by [`RestrictionSource::Expiry`].
+    Expire { hold: Vec<crate::restriction::Hold> },
+    /// Not yet: run again at this time.
+    NotYetDue(DateTime<Utc>),
+    /// Nothing to do, and why: the expiry was moved or cleared, or the tenant already expired.
+    Moot(String),
+}
+
+/// Decides what `expire_entitlement` does for a job scheduled for `scheduled`, given the
+/// tenant's `status` and its current `expires_at`.
+pub fn plan_expiry(
+    status: EntitlementStatus,
+    expires_at: Option<DateTime<Utc>>,
+    scheduled: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ExpiryDecision {
+    match expires_at {
+        None => ExpiryDecision::Moot("the expiry was cleared".into()),
+        Some(at) if at != scheduled => {
+            ExpiryDecision::Moot(format!("the expiry was moved to {at}"))
+        }
+        Some(_) if status == EntitlementStatus::Expired => {
+            ExpiryDecision::Moot("the entitlement has already expired".into())
+        }
+        Some(at) if now < at => ExpiryDecision::NotYetDue(at),
+        Some(_) => ExpiryDecision::Expire {
+            hold: hold_all(&RestrictionSource::Expiry),
+        },
     }
 }
 

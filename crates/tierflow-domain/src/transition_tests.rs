@@ -226,7 +226,7 @@ fn suspension_during_grace_leaves_the_downgrade_pending() {
 }
 
 #[test]
-fn reactivation_lifts_only_the_suspension() {
+fn reactivation_lifts_only_the_suspension_and_the_expiry() {
     let pro = tier("professional");
     let s = CurrentState {
         status: EntitlementStatus::Suspended,
@@ -243,7 +243,10 @@ fn reactivation_lifts_only_the_suspension() {
     .unwrap();
     assert_eq!(p.kind, TransitionKind::Reactivation);
     assert_eq!(p.to_status, EntitlementStatus::Active);
-    assert_eq!(p.lift, [RestrictionSource::Suspension]);
+    assert_eq!(
+        p.lift,
+        [RestrictionSource::Suspension, RestrictionSource::Expiry]
+    );
     let active = plan_transition(
         TransitionId::new(),
         state(&pro),
@@ -384,5 +387,38 @@ fn every_stored_name_round_trips() {
     }
     for r in Restriction::ALL {
         assert_eq!(Restriction::parse(r.as_str()).unwrap(), r);
+    }
+}
+
+#[test]
+fn expiry_applies_once_at_its_time_and_never_for_a_moved_or_cleared_one() {
+    let at = now();
+    let early = at - chrono::Duration::seconds(1);
+    assert_eq!(
+        plan_expiry(EntitlementStatus::Active, Some(at), at, early),
+        ExpiryDecision::NotYetDue(at)
+    );
+    match plan_expiry(EntitlementStatus::Suspended, Some(at), at, at) {
+        ExpiryDecision::Expire { hold } => {
+            assert_eq!(hold.len(), 4);
+            assert!(hold.iter().all(|h| h.source == RestrictionSource::Expiry));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (status, current) in [
+        (EntitlementStatus::Expired, Some(at)),
+        (EntitlementStatus::Active, None),
+        (
+            EntitlementStatus::Active,
+            Some(at + chrono::Duration::days(1)),
+        ),
+    ] {
+        assert!(
+            matches!(
+                plan_expiry(status, current, at, at),
+                ExpiryDecision::Moot(_)
+            ),
+            "{status:?} {current:?}"
+        );
     }
 }

@@ -136,3 +136,23 @@ async fn refusal_or(
         Some(row) => AdminRefusal::WrongState(row.status),
     }))
 }
+
+/// Records job `id` done with `result`, in the caller's transaction, for a job run outside a
+/// worker (a test clock's advance runs its tenants' parked jobs itself): only a job no worker
+/// holds (`Pending` or `Failed`) is completed; returns whether it was.
+pub async fn complete_outside_worker(
+    conn: &mut PgConnection,
+    id: &str,
+    result: &str,
+) -> Result<bool, QueueError> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now(), attempts = attempts + 1,
+                lock_by = NULL, lock_at = NULL, last_result = jsonb_build_object('Ok', $2::text)
+          WHERE id = $1 AND status IN ('Pending', 'Failed')",
+    )
+    .bind(id)
+    .bind(result)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -35,6 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tier_id: TierId::parse("professional")?,
         reason: None,
         requested_by: Actor::parse("billing")?,
+        expires_at: None,
+        test_clock_id: None,
     };
     match provision_tenant(&mut conn, &ctx, provision).await {
         Ok(_) | Err(StoreError::TenantExists(_)) => {}

@@ -27,6 +27,23 @@ pub enum StoreError {
     UnknownHold { tenant: String, name: String },
     #[error("tenant '{tenant}' already has a hold '{name}'; lift it first or choose another name")]
     HoldExists { tenant: String, name: String },
+    #[error(
+        "test clock {0} is not known; create one with POST /v1/test-clocks or `tierflow clock create`"
+    )]
+    UnknownTestClock(String),
+    #[error("test clock {0} is being advanced by another request; wait for it to finish")]
+    ClockBusy(String),
+    #[error("test clock {id} stands at {frozen}; it only moves forward, not to {to}")]
+    ClockBackwards {
+        id: String,
+        frozen: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("expires_at {expires_at} must be after the tenant's now ({now})")]
+    ExpiryInPast {
+        expires_at: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    },
     /// The idempotency key was used before with a different request.
     #[error(
         "idempotency key '{key}' was already used for a different request ({operation}); use a new key for a new request"

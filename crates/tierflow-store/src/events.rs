@@ -149,7 +149,7 @@ pub(crate) async fn emit_many(
                 endpoint: endpoint.clone(),
                 event: event.clone(),
             };
-            jobs.push(NewJob::new(&job, now)?.with_key(key));
+            jobs.push(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key));
         }
     }
     enqueue(conn, jobs).await?;
@@ -200,8 +200,14 @@ pub(crate) async fn emit(
             endpoint: endpoint.clone(),
             event: event.clone(),
         };
-        jobs.push(NewJob::new(&job, now)?.with_key(key));
+        jobs.push(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key));
     }
     enqueue(conn, jobs).await?;
     Ok(())
+}
+
+/// When an event's delivery is due: with the change, or — for a test-clock tenant, whose `now`
+/// is its clock's — right away in real time.
+fn deliver_at(ctx: &Context, now: DateTime<Utc>) -> DateTime<Utc> {
+    if ctx.on_test_clock { Utc::now() } else { now }
 }

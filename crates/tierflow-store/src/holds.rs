@@ -55,8 +55,10 @@ pub async fn place_hold(
     req: HoldRequest,
 ) -> Result<HoldOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, &req.tenant_id).await?;
+    // A test-clock tenant changes at its clock\'s time.
+    let (ctx, now) = tenant.time(ctx);
+    let ctx = &*ctx;
     let mut restrictions = if req.restrictions.is_empty() {
         Restriction::ALL.to_vec()
     } else {
@@ -130,8 +132,10 @@ pub async fn lift_hold(
     reason: Option<&Reason>,
 ) -> Result<HoldOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, tenant_id).await?;
+    // A test-clock tenant changes at its clock\'s time.
+    let (ctx, now) = tenant.time(ctx);
+    let ctx = &*ctx;
     let source = RestrictionSource::Hold(name.to_string()).key();
     let lifted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "DELETE FROM tenant_restrictions WHERE tenant_id = $1 AND source = $2

@@ -17,6 +17,7 @@
 //! - [`holds`] — place and lift an operator's hold (a named restriction source).
 //! - [`jobs`] — one module per job kind: payload, policy, handler and effect (exactly once).
 //! - [`reconciler`] — a maintenance service: downgrades pending past their grace end with no live job.
+//! - [`test_clocks`] — test clocks: tenants that live by a frozen time, advanced on demand with their jobs.
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
 //! - [`error`] — [`StoreError`].
@@ -33,6 +34,7 @@ pub mod overrides;
 pub mod reconciler;
 pub mod rows;
 pub mod tenants;
+pub mod test_clocks;
 pub mod tiers;
 pub mod transitions;
 
@@ -57,6 +59,9 @@ pub struct Context {
     pub webhooks: Arc<[String]>,
     /// Who is authenticated for the changes made with this context; stored on every audit row.
     pub principal: audit::Principal,
+    /// Set for a change to a test-clock tenant: its time is the clock's, but the events it emits
+    /// are delivered now, in real time.
+    pub on_test_clock: bool,
 }
 
 impl Context {
@@ -71,6 +76,15 @@ impl Context {
                 .unwrap_or_else(|_| GracePeriod::zero()),
             webhooks: Arc::from(Vec::new()),
             principal: audit::Principal::new("library", audit::PrincipalRole::Library),
+            on_test_clock: false,
+        }
+    }
+
+    /// The same context for a change to a test-clock tenant ([`Context::on_test_clock`]).
+    pub fn on_test_clock(&self) -> Self {
+        Self {
+            on_test_clock: true,
+            ..self.clone()
         }
     }
 

@@ -13,7 +13,7 @@ use tierflow_domain::ids::{Actor, IdempotencyKey, OverrideId, Reason, TenantId};
 use tierflow_domain::limit_override::{
     EntitlementType, LimitOverride, OverrideReason, check_expiry, check_limit,
 };
-use tierflow_queue::{NewJob, cancel_by_keys, enqueue};
+use tierflow_queue::{NewJob, cancel_by_keys};
 
 use crate::audit::{self, AuditEvent};
 use crate::jobs::{ExpireOverride, override_key};
@@ -55,8 +55,10 @@ pub async fn create_override(
     req: OverrideRequest,
 ) -> Result<OverrideOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, &req.tenant_id).await?;
+    // A test-clock tenant changes at its clock\'s time.
+    let (ctx, now) = tenant.time(ctx);
+    let ctx = &*ctx;
     let fp = match &req.idempotency_key {
         Some(key) => {
             let fp = idempotency::fingerprint(OP_OVERRIDE, &req)?;
@@ -132,13 +134,17 @@ pub async fn create_override(
     };
     let key = override_key(o.override_id);
     let job = NewJob::new(&payload, o.expires_at)?.with_key(key.key);
-    let expiry_job_id = enqueue(&mut tx, vec![job])
-        .await?
-        .pop()
-        .map(|j| j.id)
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("expiry job of {} already existed", o.override_id))
-        })?;
+    let expiry_job_id = crate::test_clocks::enqueue_for(
+        &mut tx,
+        tenant.clock.as_ref(),
+        &tenant.tenant_id,
+        vec![job],
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!("expiry job of {} already existed", o.override_id))
+    })?;
     tenants::bump(&mut tx, &tenant, &tenant.tier_id, tenant.status, now).await?;
     audit::record(
         &mut tx,
@@ -204,8 +210,10 @@ pub async fn remove_override(
     reason: Option<&Reason>,
 ) -> Result<RemoveOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, tenant_id).await?;
+    // A test-clock tenant changes at its clock\'s time.
+    let (ctx, now) = tenant.time(ctx);
+    let ctx = &*ctx;
     let status: Option<String> = sqlx::query_scalar(
         "SELECT status FROM entitlement_overrides WHERE id = $1 AND tenant_id = $2",
     )

@@ -42,6 +42,33 @@ pub struct LockedTenant {
     pub tier_id: TierId,
     pub status: EntitlementStatus,
     pub version: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The test clock the tenant lives by, if any.
+    pub clock: Option<TenantClock>,
+}
+
+/// A tenant's test clock: its id and its frozen time, the tenant's "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantClock {
+    pub id: uuid::Uuid,
+    pub now: DateTime<Utc>,
+}
+
+impl TenantClock {
+    /// From a row's clock id and frozen time (both set or both absent).
+    pub(crate) fn from_row(
+        id: Option<uuid::Uuid>,
+        now: Option<DateTime<Utc>>,
+    ) -> Option<TenantClock> {
+        Some(TenantClock { id: id?, now: now? })
+    }
+}
+
+/// The clock columns of a query over `tenant_entitlements e`.
+macro_rules! clock_columns {
+    () => {
+        "e.test_clock_id, (SELECT c.frozen_time FROM test_clocks c WHERE c.id = e.test_clock_id) AS clock_now"
+    };
 }
 
 /// Locks the tenant's row for the rest of the transaction; every change takes this lock first.
@@ -49,15 +76,29 @@ pub(crate) async fn lock(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
 ) -> Result<LockedTenant, StoreError> {
-    let row: Option<(String, String, i64)> = sqlx::query_as(
-        "SELECT tier_id, status, version FROM tenant_entitlements WHERE tenant_id = $1 FOR UPDATE",
-    )
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        String,
+        String,
+        i64,
+        Option<DateTime<Utc>>,
+        Option<uuid::Uuid>,
+        Option<DateTime<Utc>>,
+    )> = sqlx::query_as(concat!(
+        "SELECT e.tier_id, e.status, e.version, e.expires_at, ",
+        clock_columns!(),
+        " FROM tenant_entitlements e WHERE e.tenant_id = $1 FOR UPDATE OF e"
+    ))
     .bind(tenant_id.as_str())
     .fetch_optional(conn)
     .await?;
-    let (tier, status, version) =
+    let (tier, status, version, expires_at, clock_id, clock_now) =
         row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?;
-    LockedTenant::parse(tenant_id.clone(), tier, &status, version)
+    Ok(LockedTenant {
+        expires_at,
+        clock: TenantClock::from_row(clock_id, clock_now),
+        ..LockedTenant::parse(tenant_id.clone(), tier, &status, version)?
+    })
 }
 
 impl LockedTenant {
@@ -73,7 +114,21 @@ impl LockedTenant {
             tier_id: TierId::parse(tier).map_err(corrupt("tenant tier"))?,
             status: EntitlementStatus::parse(status).map_err(corrupt("tenant status"))?,
             version,
+            expires_at: None,
+            clock: None,
         })
+    }
+
+    /// The tenant's "now" and the context its change runs in: its test clock's time and a
+    /// context that delivers events in real time, or `ctx` and its clock.
+    pub(crate) fn time<'c>(
+        &self,
+        ctx: &'c Context,
+    ) -> (std::borrow::Cow<'c, Context>, DateTime<Utc>) {
+        match self.clock {
+            Some(c) => (std::borrow::Cow::Owned(ctx.on_test_clock()), c.now),
+            None => (std::borrow::Cow::Borrowed(ctx), ctx.clock.now()),
+        }
     }
 }
 
@@ -145,6 +200,9 @@ pub(crate) async fn lock_for_change(
         version: i64,
         snapshot_version: i64,
         effective_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        test_clock_id: Option<uuid::Uuid>,
+        clock_now: Option<DateTime<Utc>>,
         current: Option<serde_json::Value>,
         target: Option<serde_json::Value>,
         pending: Option<serde_json::Value>,
@@ -153,7 +211,9 @@ pub(crate) async fn lock_for_change(
         prior: Option<serde_json::Value>,
     }
     let query = concat!(
-        "SELECT e.tier_id, e.status, e.version, e.effective_at,
+        "SELECT e.tier_id, e.status, e.version, e.effective_at, e.expires_at, ",
+        clock_columns!(),
+        ",
                 (SELECT s.version FROM tenant_entitlements s WHERE s.tenant_id = $1) AS snapshot_version,
                 (SELECT to_jsonb(c) FROM (SELECT ",
         tier_columns!(),
@@ -204,7 +264,11 @@ pub(crate) async fn lock_for_change(
         .current
         .ok_or_else(|| StoreError::Corrupt(format!("tenant on missing tier '{}'", row.tier_id)))?;
     Ok(ChangeContext {
-        tenant: LockedTenant::parse(tenant_id.clone(), row.tier_id, &row.status, row.version)?,
+        tenant: LockedTenant {
+            expires_at: row.expires_at,
+            clock: TenantClock::from_row(row.test_clock_id, row.clock_now),
+            ..LockedTenant::parse(tenant_id.clone(), row.tier_id, &row.status, row.version)?
+        },
         effective_at: row.effective_at,
         current: tier("current tier", current)?,
         target: row.target.map(|t| tier("target tier", t)).transpose()?,
@@ -248,7 +312,10 @@ pub async fn effective(
     ctx: &Context,
     tenant_id: &TenantId,
 ) -> Result<EffectiveEntitlement, StoreError> {
-    effective_at(conn, tenant_id, ctx.clock.now()).await
+    let state = read_state(conn, tenant_id).await?;
+    // A test-clock tenant is read at its clock's time.
+    let now = state.clock.map_or_else(|| ctx.clock.now(), |c| c.now);
+    Ok(state.entitlement(None, now))
 }
 
 /// Everything a tenant's effective entitlement is computed from, for a query over
@@ -256,7 +323,9 @@ pub async fn effective(
 macro_rules! state_columns {
     () => {
         concat!(
-            "e.tenant_id AS state_tenant_id, e.status, e.effective_at, e.version,
+            "e.tenant_id AS state_tenant_id, e.status, e.effective_at, e.expires_at, e.version, ",
+            clock_columns!(),
+            ",
                 t.tier_id, t.name, t.category, t.rank, t.active, t.features, t.limits, t.metadata,
                 (SELECT json_build_object('id', p.id, 'to_tier_id', p.to_tier_id, 'grace_ends_at', p.grace_ends_at)
                    FROM tier_transitions p WHERE p.tenant_id = e.tenant_id AND p.status = 'pending') AS pending, ",
@@ -274,8 +343,16 @@ pub(crate) async fn effective_at(
     tenant_id: &TenantId,
     now: DateTime<Utc>,
 ) -> Result<EffectiveEntitlement, StoreError> {
-    // The product's most frequent read, and part of every change: one round trip, with the
-    // pending downgrade, the restriction holds and the active overrides folded in as JSON.
+    Ok(read_state(conn, tenant_id).await?.entitlement(None, now))
+}
+
+/// The tenant's stored state. The product's most frequent read, and part of every change: one
+/// round trip, with the pending downgrade, the restriction holds and the active overrides
+/// folded in as JSON.
+async fn read_state(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<TenantState, StoreError> {
     let row: Option<StateRow> = sqlx::query_as(concat!(
         "SELECT ",
         state_columns!(),
@@ -285,10 +362,8 @@ pub(crate) async fn effective_at(
     .bind(tenant_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let state = row
-        .ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?
-        .parse()?;
-    Ok(state.entitlement(None, now))
+    row.ok_or_else(|| StoreError::UnknownTenant(tenant_id.to_string()))?
+        .parse()
 }
 
 #[derive(sqlx::FromRow)]
@@ -296,6 +371,9 @@ struct StateRow {
     state_tenant_id: String,
     status: String,
     effective_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    test_clock_id: Option<uuid::Uuid>,
+    clock_now: Option<DateTime<Utc>>,
     version: i64,
     #[sqlx(flatten)]
     tier: TierRow,
@@ -310,6 +388,8 @@ pub(crate) struct TenantState {
     pub tier: Tier,
     pub status: EntitlementStatus,
     pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub clock: Option<TenantClock>,
     pub version: i64,
     pub pending: Option<PendingDowngrade>,
     pub holds: Vec<Hold>,
@@ -346,6 +426,8 @@ impl StateRow {
             tier: Tier::try_from(self.tier)?,
             status: EntitlementStatus::parse(&self.status).map_err(corrupt("tenant status"))?,
             effective_at: self.effective_at,
+            expires_at: self.expires_at,
+            clock: TenantClock::from_row(self.test_clock_id, self.clock_now),
             version: self.version,
             pending,
             holds,
@@ -369,6 +451,7 @@ impl TenantState {
                 tier: tier.unwrap_or(&self.tier),
                 status: self.status,
                 effective_at: self.effective_at,
+                expires_at: self.expires_at,
                 version: self.version,
                 pending: self.pending.as_ref(),
                 holds: &self.holds,

@@ -146,13 +146,15 @@ async fn request_in(
     ctx: &Context,
     req: &TransitionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
-    let now = ctx.clock.now();
     let target_tier = match &req.target {
         Target::Tier(id) => Some(id),
         Target::Suspend | Target::Reactivate => None,
     };
     let key = req.idempotency_key.as_ref().map(IdempotencyKey::as_str);
     let mut read = tenants::lock_for_change(conn, &req.tenant_id, target_tier, key).await?;
+    // A test-clock tenant's change happens at its clock's time.
+    let (ctx, now) = read.tenant.time(ctx);
+    let ctx = &*ctx;
     let tenant = &read.tenant;
     let fingerprint = match key {
         Some(key) => {
@@ -216,6 +218,7 @@ async fn request_in(
         None => None,
     };
     write_plan(conn, &write, &plan, &staged, remember.as_ref()).await?;
+    park_staged(conn, tenant, &staged).await?;
     let id = outcome.transition.id.to_string();
     let action = audit_action(plan.kind);
     events::emit(
@@ -283,6 +286,14 @@ fn entitlement_after(
             tier,
             status: plan.to_status,
             effective_at: if changed { now } else { read.effective_at },
+            // Reactivating an expired entitlement clears its expiry (as `write_plan` does).
+            expires_at: if tenant.status == EntitlementStatus::Expired
+                && plan.to_status != EntitlementStatus::Expired
+            {
+                None
+            } else {
+                tenant.expires_at
+            },
             version: tenant.version + 1,
             pending,
             holds: &holds,
@@ -361,7 +372,12 @@ fn stage(w: &Write<'_>, plan: &TransitionPlan) -> Result<Staged, StoreError> {
         // The lock is held: this request's change is the tenant's next version.
         tenant_version: w.tenant.version + 1,
     };
-    let job_rows = action_jobs(tenant_id, plan.transition_id, &plan.actions)?;
+    let mut new_jobs = action_jobs(tenant_id, plan.transition_id, &plan.actions)?;
+    // A test-clock tenant's jobs wait for its clock (their due times are in the plan).
+    if w.tenant.clock.is_some() {
+        crate::test_clocks::park(&mut new_jobs);
+    }
+    let job_rows = JobRows::new(new_jobs);
     let jobs = plan
         .actions
         .iter()
@@ -434,6 +450,7 @@ async fn write_plan(
         "WITH bumped AS (
             UPDATE tenant_entitlements
                SET effective_at = CASE WHEN tier_id <> $5 OR status <> $6 THEN $2 ELSE effective_at END,
+                   expires_at = CASE WHEN status = 'expired' AND $6 <> 'expired' THEN NULL ELSE expires_at END,
                    tier_id = $5, status = $6, version = $4, updated_at = $2
              WHERE tenant_id = $1 AND version = $4 - 1
             RETURNING version),
@@ -532,7 +549,7 @@ fn action_jobs(
     tenant_id: &TenantId,
     transition_id: TransitionId,
     actions: &[PlannedAction],
-) -> Result<JobRows, StoreError> {
+) -> Result<Vec<NewJob>, StoreError> {
     let key = jobs::transition_key(transition_id);
     let mut new_jobs = Vec::with_capacity(actions.len());
     for a in actions {
@@ -562,7 +579,24 @@ fn action_jobs(
         }?;
         new_jobs.push(job.with_key(key.clone()));
     }
-    Ok(JobRows::new(new_jobs))
+    Ok(new_jobs)
+}
+
+/// Records the parked jobs of a test-clock tenant's staged plan (see [`crate::test_clocks`]).
+async fn park_staged(
+    conn: &mut PgConnection,
+    tenant: &tenants::LockedTenant,
+    staged: &Staged,
+) -> Result<(), StoreError> {
+    let Some(clock) = &tenant.clock else {
+        return Ok(());
+    };
+    let jobs: Vec<(String, DateTime<Utc>)> = staged
+        .jobs
+        .iter()
+        .map(|j| (j.job_id.clone(), j.due_at))
+        .collect();
+    crate::test_clocks::record_parked(conn, clock, &tenant.tenant_id, &jobs).await
 }
 
 /// Cancels a pending downgrade: its row, its holds, its scheduled actions and not-yet-run jobs.
@@ -624,6 +658,12 @@ pub struct ProvisionRequest {
     pub tier_id: TierId,
     pub reason: Option<Reason>,
     pub requested_by: Actor,
+    /// When the entitlement expires (an `expire_entitlement` job is scheduled for it).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The test clock the tenant lives by (see [`crate::test_clocks`]).
+    #[serde(default)]
+    pub test_clock_id: Option<Uuid>,
 }
 
 /// Creates a tenant on `tier_id`, recorded as a `provision` transition.
@@ -633,7 +673,23 @@ pub async fn provision_tenant(
     req: ProvisionRequest,
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
+    // On a test clock, the tenant's life starts at the clock's time.
+    let now = match req.test_clock_id {
+        Some(id) => {
+            sqlx::query_scalar("SELECT frozen_time FROM test_clocks WHERE id = $1 FOR SHARE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::UnknownTestClock(id.to_string()))?
+        }
+        None => ctx.clock.now(),
+    };
+    if let Some(at) = req.expires_at.filter(|at| *at <= now) {
+        return Err(StoreError::ExpiryInPast {
+            expires_at: at,
+            now,
+        });
+    }
     let tier = tiers::get(&mut tx, &req.tier_id)
         .await?
         .ok_or_else(|| StoreError::UnknownTier(req.tier_id.to_string()))?;
@@ -641,12 +697,15 @@ pub async fn provision_tenant(
         return Err(tierflow_domain::DomainError::InactiveTier(tier.tier_id.to_string()).into());
     }
     let inserted = sqlx::query(
-        "INSERT INTO tenant_entitlements (tenant_id, tier_id, status, effective_at, version, created_at, updated_at)
-         VALUES ($1, $2, 'active', $3, 0, $3, $3) ON CONFLICT (tenant_id) DO NOTHING",
+        "INSERT INTO tenant_entitlements
+           (tenant_id, tier_id, status, effective_at, version, created_at, updated_at, expires_at, test_clock_id)
+         VALUES ($1, $2, 'active', $3, 0, $3, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
     )
     .bind(req.tenant_id.as_str())
     .bind(req.tier_id.as_str())
     .bind(now)
+    .bind(req.expires_at)
+    .bind(req.test_clock_id)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -681,13 +740,17 @@ pub async fn provision_tenant(
     write_plan(&mut tx, &w, &plan, &staged, None).await?;
     let Staged {
         record: transition,
-        jobs,
+        mut jobs,
         ..
     } = staged;
+    if let Some(expires_at) = req.expires_at {
+        jobs.push(schedule_expiry(&mut tx, &tenant, expires_at).await?);
+    }
     let id = transition.id.to_string();
+    let (ctx, _) = tenant.time(ctx);
     let entitlement = events::announce(
         &mut tx,
-        ctx,
+        &ctx,
         &tenant.tenant_id,
         "transition.provision",
         "transition",
@@ -724,8 +787,9 @@ pub async fn cancel_transition(
     reason: Option<&Reason>,
 ) -> Result<CancelOutcome, StoreError> {
     let mut tx = conn.begin().await?;
-    let now = ctx.clock.now();
     let tenant = tenants::lock(&mut tx, tenant_id).await?;
+    let (ctx, now) = tenant.time(ctx);
+    let ctx = &*ctx;
     let record = get(&mut tx, tenant_id, transition_id)
         .await?
         .ok_or_else(|| StoreError::UnknownTransition(transition_id.to_string()))?;
@@ -808,4 +872,36 @@ pub async fn history(
     .fetch_all(conn)
     .await?;
     convert(rows)
+}
+
+/// Schedules the `expire_entitlement` job of `tenant` for `expires_at` (parked on its test clock
+/// if it has one) and returns it.
+pub(crate) async fn schedule_expiry(
+    conn: &mut PgConnection,
+    tenant: &tenants::LockedTenant,
+    expires_at: DateTime<Utc>,
+) -> Result<ScheduledJob, StoreError> {
+    let job = jobs::ExpireEntitlement {
+        tenant_id: tenant.tenant_id.clone(),
+        expires_at,
+    };
+    let key = job.key();
+    let ids = crate::test_clocks::enqueue_for(
+        conn,
+        tenant.clock.as_ref(),
+        &tenant.tenant_id,
+        vec![NewJob::new(&job, expires_at)?.with_key(key)],
+    )
+    .await?;
+    let job_id = ids.into_iter().next().ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the expiry job of tenant '{}' at {expires_at} already existed",
+            tenant.tenant_id
+        ))
+    })?;
+    Ok(ScheduledJob {
+        kind: <jobs::ExpireEntitlement as tierflow_queue::Job>::KIND.to_owned(),
+        job_id,
+        due_at: expires_at,
+    })
 }

@@ -348,3 +348,139 @@ async fn actions_overtaken_by_the_applied_downgrade_are_moot_not_scheduled() {
         ]
     );
 }
+
+/// An entitlement provisioned with an expiry expires at it: an early run of its job waits, the
+/// run at the expiry sets status `expired` with every restriction held by `expiry` (a pending
+/// downgrade's holds stay beside it), tier changes are refused while expired, and reactivation
+/// lifts only the expiry's holds and clears the expiry, after which the old job is a no-op.
+#[tokio::test]
+async fn an_entitlement_expires_at_its_time_and_reactivation_ends_it() {
+    use tierflow_domain::restriction::RestrictionSource;
+    use tierflow_store::jobs::expire_entitlement;
+    use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
+
+    let f = Fixture::new().await;
+    let expires_at = f.now() + Duration::days(30);
+    let mut conn = f.pool().acquire().await.unwrap();
+    let past = provision_tenant(
+        &mut conn,
+        &f.ctx,
+        ProvisionRequest {
+            tenant_id: tid("late"),
+            tier_id: tier_id("starter"),
+            reason: None,
+            requested_by: actor(),
+            expires_at: Some(f.now()),
+            test_clock_id: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(past, Err(tierflow_store::StoreError::ExpiryInPast { .. })),
+        "{past:?}"
+    );
+    let out = provision_tenant(
+        &mut conn,
+        &f.ctx,
+        ProvisionRequest {
+            tenant_id: tid("trial"),
+            tier_id: tier_id("professional"),
+            reason: None,
+            requested_by: actor(),
+            expires_at: Some(expires_at),
+            test_clock_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(out.entitlement.expires_at, Some(expires_at));
+    assert_eq!(
+        out.jobs
+            .iter()
+            .map(|j| (j.kind.as_str(), j.due_at))
+            .collect::<Vec<_>>(),
+        [("expire_entitlement", expires_at)]
+    );
+    let down = f
+        .request(to_tier("trial", "starter", 90 * 24 * 3600))
+        .await
+        .unwrap();
+
+    let run = |at| {
+        let f = &f;
+        async move {
+            let mut tx = f.pool().begin().await.unwrap();
+            let o = expire_entitlement(&mut tx, &f.ctx, at, &tid("trial"), expires_at)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            o
+        }
+    };
+    assert_eq!(
+        run(f.now()).await,
+        ActionOutcome::NotYetDue { due_at: expires_at }
+    );
+    f.advance(Duration::days(30));
+    assert!(matches!(run(f.now()).await, ActionOutcome::Applied { .. }));
+    let mut conn = f.pool().acquire().await.unwrap();
+    let e = tenants::effective(&mut conn, &f.ctx, &tid("trial"))
+        .await
+        .unwrap();
+    assert_eq!(e.status.as_str(), "expired");
+    for sources in e.restriction_sources.values() {
+        assert_eq!(
+            sources,
+            &[
+                RestrictionSource::PendingDowngrade(down.transition.id),
+                RestrictionSource::Expiry
+            ]
+        );
+    }
+    assert!(
+        matches!(run(f.now()).await, ActionOutcome::NoOp { .. }),
+        "once"
+    );
+    let refused = f.request(to_tier("trial", "enterprise", 0)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(tierflow_store::StoreError::Rule(
+                tierflow_domain::DomainError::Expired
+            ))
+        ),
+        "{refused:?}"
+    );
+
+    let back = f
+        .request(to_status("trial", Target::Reactivate))
+        .await
+        .unwrap();
+    assert_eq!(back.entitlement.status.as_str(), "active");
+    assert_eq!(back.entitlement.expires_at, None);
+    for sources in back.entitlement.restriction_sources.values() {
+        assert_eq!(
+            sources,
+            &[RestrictionSource::PendingDowngrade(down.transition.id)],
+            "the downgrade's holds stay"
+        );
+    }
+    let fresh = tenants::effective(&mut conn, &f.ctx, &tid("trial"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.expires_at, None);
+    assert!(
+        matches!(run(f.now()).await, ActionOutcome::NoOp { .. }),
+        "cleared"
+    );
+    assert_eq!(
+        audit_actions(&f, "trial").await,
+        [
+            "transition.provision",
+            "transition.downgrade",
+            "entitlement.expired",
+            "transition.reactivation"
+        ]
+    );
+}

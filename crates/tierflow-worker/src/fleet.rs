@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tierflow_queue::{Fleet, FleetConfig, QueueError};
 use tierflow_store::jobs::{
-    ApplyDowngrade, DeliverEvent, ExpireOverride, SlaFreeze, TierFanout, VoiceDisable,
-    apply_downgrade, expire_override, sla_freeze, tier_fanout, voice_disable,
+    ApplyDowngrade, DeliverEvent, ExpireEntitlement, ExpireOverride, SlaFreeze, TierFanout,
+    VoiceDisable, apply_downgrade, expire_entitlement, expire_override, sla_freeze, tier_fanout,
+    voice_disable,
 };
 use tierflow_store::reconciler;
 
@@ -23,6 +24,7 @@ pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Flee
         .register::<SlaFreeze>(|job, tx, s| sla_freeze::handle(job, tx, &s.store))
         .register::<ApplyDowngrade>(|job, tx, s| apply_downgrade::handle(job, tx, &s.store))
         .register::<ExpireOverride>(|job, tx, s| expire_override::handle(job, tx, &s.store))
+        .register::<ExpireEntitlement>(|job, tx, s| expire_entitlement::handle(job, tx, &s.store))
         .register::<TierFanout>(|job, tx, s| tier_fanout::handle(job, tx, &s.store))
         .register_standalone::<DeliverEvent>(deliver_event::handle)
         .sample_sql(

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{api, audit, bench, demo, jobs, migrate, tenants, tiers, worker};
+use crate::commands::{api, audit, bench, clock, demo, jobs, migrate, tenants, tiers, worker};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -55,6 +55,8 @@ pub enum Command {
     BenchWorker(bench::worker::BenchWorkerArgs),
     /// Inspect and manage queued jobs: stats, list, dead, retry, cancel.
     Jobs(jobs::JobsArgs),
+    /// Test clocks: tenants that live by a frozen time, advanced on demand with their jobs.
+    Clock(clock::ClockArgs),
 }
 
 /// Where the database is.

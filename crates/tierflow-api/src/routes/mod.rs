@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod overrides;
 pub mod tenants;
+pub mod test_clocks;
 pub mod tiers;
 pub mod transitions;
 
@@ -33,6 +34,7 @@ use crate::app::AppState;
         (name = "overrides", description = "Temporary limit overrides"),
         (name = "tiers", description = "The tier catalogue"),
         (name = "jobs", description = "The job queue"),
+        (name = "test-clocks", description = "Test clocks: tenants that live by a frozen time, advanced on demand with their jobs"),
         (name = "health", description = "Liveness, readiness, this document"),
     )
 )]
@@ -62,4 +64,5 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .merge(overrides::router())
         .merge(tiers::router())
         .merge(jobs::router())
+        .merge(test_clocks::router())
 }

@@ -30,6 +30,10 @@ pub struct ProvisionBody {
     pub reason: Option<String>,
     /// Defaults to the token's name.
     pub requested_by: Option<String>,
+    /// When the entitlement expires (status `expired`, every restriction on, until reactivated).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A test clock for the tenant to live by (`POST /v1/test-clocks`); for upstreams' tests.
+    pub test_clock_id: Option<uuid::Uuid>,
 }
 
 /// Provisions a tenant on its first tier.
@@ -38,7 +42,7 @@ pub struct ProvisionBody {
     responses(
         (status = 201, description = "the provision transition and the effective entitlement", body = Object),
         (status = 409, description = "the tenant exists", body = Problem),
-        (status = 404, description = "unknown tier", body = Problem),
+        (status = 404, description = "unknown tier or test clock", body = Problem),
         (status = 422, description = "invalid field", body = Problem)))]
 async fn provision(
     State(state): State<Arc<AppState>>,
@@ -50,6 +54,8 @@ async fn provision(
         tier_id: TierId::parse(body.tier_id)?,
         reason: body.reason.map(Reason::parse).transpose()?,
         requested_by: Actor::parse(body.requested_by.unwrap_or_else(|| caller.name.clone()))?,
+        expires_at: body.expires_at,
+        test_clock_id: body.test_clock_id,
     };
     let mut conn = state.pool.acquire().await?;
     let out = provision_tenant(&mut conn, &caller.context(&state), req).await?;

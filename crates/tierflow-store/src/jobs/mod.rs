@@ -9,6 +9,7 @@
 //! | [`sla_freeze`] | at the request | 10 | likewise for SLA, escalation, routing |
 //! | [`apply_downgrade`] | at the grace end | 20 | moves the tier, makes the transition effective |
 //! | [`expire_override`] | at the override's expiry | 20 | ends the override |
+//! | [`expire_entitlement`] | at the tenant's `expires_at` | 20 | status `expired`, every restriction held by `expiry` |
 //! | [`deliver_event`] | with the change | 14 | POSTs one event (handler in `tierflow-worker`) |
 //! | [`tier_fanout`] | with a tier edit, then one per batch | 20 | announces the edit to the tier's tenants whose entitlement it changed |
 //!
@@ -20,6 +21,7 @@
 
 pub mod apply_downgrade;
 pub mod deliver_event;
+pub mod expire_entitlement;
 pub mod expire_override;
 pub mod sla_freeze;
 pub mod tier_fanout;
@@ -34,6 +36,7 @@ use tierflow_queue::{Job, JobError, JobKey, Outcome};
 
 pub use apply_downgrade::ApplyDowngrade;
 pub use deliver_event::DeliverEvent;
+pub use expire_entitlement::{ExpireEntitlement, expire_entitlement};
 pub use expire_override::{ExpireOverride, expire_override};
 pub use sla_freeze::SlaFreeze;
 pub use tier_fanout::TierFanout;
@@ -157,11 +160,12 @@ pub fn override_key(id: OverrideId) -> JobKey {
 }
 
 /// Every kind tierflow enqueues (the worker registers a handler for each).
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     VoiceDisable::KIND,
     SlaFreeze::KIND,
     ApplyDowngrade::KIND,
     ExpireOverride::KIND,
+    ExpireEntitlement::KIND,
     DeliverEvent::KIND,
     TierFanout::KIND,
 ];
@@ -174,6 +178,7 @@ pub fn job_slots(concurrency: usize) -> usize {
         SlaFreeze::MAX_CONCURRENCY,
         ApplyDowngrade::MAX_CONCURRENCY,
         ExpireOverride::MAX_CONCURRENCY,
+        ExpireEntitlement::MAX_CONCURRENCY,
         DeliverEvent::MAX_CONCURRENCY,
         TierFanout::MAX_CONCURRENCY,
     ]

@@ -57,6 +57,8 @@ impl Fixture {
                 tier_id: tier_id(tier),
                 reason: None,
                 requested_by: actor(),
+                expires_at: None,
+                test_clock_id: None,
             },
         )
         .await

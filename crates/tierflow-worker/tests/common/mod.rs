@@ -87,6 +87,8 @@ pub async fn provision(pool: &PgPool, ctx: &Context, tenant: &str) {
             tier_id: TierId::parse("professional").unwrap(),
             reason: None,
             requested_by: Actor::parse("billing").unwrap(),
+            expires_at: None,
+            test_clock_id: None,
         },
     )
     .await

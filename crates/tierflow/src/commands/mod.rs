@@ -3,6 +3,7 @@
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod clock;
 pub mod demo;
 pub mod jobs;
 pub mod migrate;

@@ -35,6 +35,12 @@ pub enum TenantsCommand {
         /// Why (for the audit trail).
         #[arg(long, env = "TIERFLOW_REASON")]
         reason: Option<String>,
+        /// When the entitlement expires (RFC 3339): then status `expired`, every restriction on.
+        #[arg(long, env = "TIERFLOW_EXPIRES_AT")]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// A test clock for the tenant to live by (`tierflow clock create`).
+        #[arg(long, env = "TIERFLOW_TEST_CLOCK")]
+        test_clock: Option<uuid::Uuid>,
     },
     /// Place a named hold (compliance, fraud review): its flags stay on through every transition
     /// until it is released.
@@ -92,6 +98,8 @@ pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
             tier,
             actor,
             reason,
+            expires_at,
+            test_clock,
         } => {
             let out = provision_tenant(
                 &mut conn,
@@ -101,6 +109,8 @@ pub async fn run(args: TenantsArgs) -> anyhow::Result<()> {
                     tier_id: TierId::parse(tier)?,
                     reason: reason.map(Reason::parse).transpose()?,
                     requested_by: Actor::parse(actor)?,
+                    expires_at,
+                    test_clock_id: test_clock,
                 },
             )
             .await?;

@@ -401,6 +401,8 @@ async fn provision(b: &Bench, prefix: &str, n: usize) -> anyhow::Result<()> {
                 tier_id: TierId::parse("professional")?,
                 reason: None,
                 requested_by: Actor::parse("bench")?,
+                expires_at: None,
+                test_clock_id: None,
             },
         )
         .await?;
