@@ -39,6 +39,8 @@ async fn demo_runs_to_its_end_and_every_claim_holds() {
         "upgraded to enterprise during the grace",
         "expired by its job",
         "grace ended — now on starter",
+        "advancing the clock 7 days ran",
+        "every restriction on",
         "the first 2 attempts got 503 and were retried with backoff",
         "demo finished",
     ] {
@@ -100,6 +102,19 @@ async fn demo_runs_to_its_end_and_every_claim_holds() {
         );
     }
     assert!(report["webhooks"]["events_delivered"].as_u64().unwrap() >= 8);
+    // The test clock's month in a second: the grace's jobs in due order, then the trial's end.
+    let clock = &report["test_clock"];
+    let ran: Vec<&str> = clock["ran_first_week"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert_eq!(ran[2], "apply_downgrade");
+    assert_eq!(clock["tier_after_week"], "starter");
+    assert_eq!(clock["ran_to_trial_end"][0]["kind"], "expire_entitlement");
+    assert_eq!(clock["status_at_trial_end"], "expired");
     assert_eq!(
         report["acme_audit"].as_array().unwrap().first().unwrap(),
         "transition.provision"

@@ -6,6 +6,7 @@
 //! its row was pruned, it went `Done` without applying (a bug), or it went `Dead` after its last
 //! attempt. The tenant then stays in grace — restrictions on, the old tier kept — with nothing to
 //! finish it. Each round (on the maintenance leader, under its fence) the reconciler looks at
+//! real tenants' (a test clock's tenants keep their clock's time, not the database's)
 //! pending transitions more than [`STRANDED_AFTER`] past their grace end whose job is not live
 //! (`Pending`, `Running` or `Failed` awaiting a retry):
 //!
@@ -37,8 +38,10 @@ pub const BATCH: i64 = 500;
 
 /// Pending transitions past their grace end (by more than [`STRANDED_AFTER`]) — late, whether
 /// their job is live or not. Sampled into [`crate::metrics::PENDING_PAST_GRACE`].
-pub const PENDING_PAST_GRACE_SQL: &str = "SELECT count(*)::float8 FROM tier_transitions
-  WHERE status = 'pending' AND grace_ends_at < now() - interval '60 seconds'";
+pub const PENDING_PAST_GRACE_SQL: &str = "SELECT count(*)::float8 FROM tier_transitions t
+  WHERE t.status = 'pending' AND t.grace_ends_at < now() - interval '60 seconds'
+    AND NOT EXISTS (SELECT 1 FROM tenant_entitlements e
+                     WHERE e.tenant_id = t.tenant_id AND e.test_clock_id IS NOT NULL)";
 
 /// Of those, the ones whose `apply_downgrade` job is not live: stranded until the reconciler or
 /// an operator acts. Sampled into [`crate::metrics::STRANDED`].
@@ -46,7 +49,9 @@ pub const STRANDED_SQL: &str = "SELECT count(*)::float8 FROM tier_transitions t
   JOIN transition_actions a ON a.transition_id = t.id AND a.action = 'apply_downgrade'
   LEFT JOIN apalis.jobs j ON j.id = a.job_id
  WHERE t.status = 'pending' AND t.grace_ends_at < now() - interval '60 seconds'
-   AND (j.id IS NULL OR j.status NOT IN ('Pending', 'Running', 'Failed'))";
+   AND (j.id IS NULL OR j.status NOT IN ('Pending', 'Running', 'Failed'))
+   AND NOT EXISTS (SELECT 1 FROM tenant_entitlements e
+                    WHERE e.tenant_id = t.tenant_id AND e.test_clock_id IS NOT NULL)";
 
 /// What one round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -83,6 +88,8 @@ pub async fn run_once(pool: &PgPool, fence: &Fence) -> Result<Reconciled, StoreE
            LEFT JOIN apalis.jobs j ON j.id = a.job_id
           WHERE t.status = 'pending' AND t.grace_ends_at < now() - make_interval(secs => $1)
             AND (j.id IS NULL OR j.status NOT IN ('Pending', 'Running', 'Failed'))
+            AND NOT EXISTS (SELECT 1 FROM tenant_entitlements e
+                             WHERE e.tenant_id = t.tenant_id AND e.test_clock_id IS NOT NULL)
           ORDER BY t.grace_ends_at
           LIMIT $2
           FOR UPDATE OF t, a SKIP LOCKED",

@@ -219,7 +219,7 @@ async fn tell(
     let grace = args.grace_secs;
     let suffix = format!("{:04x}", rand_u64() & 0xffff);
     let (acme, globex) = (format!("acme-{suffix}"), format!("globex-{suffix}"));
-    s.say(format!("tierflow demo on {} — API {} · workers for 5 job kinds · webhook receiver {} (answers 503 to its first 2 deliveries)", db.target, s.base, receiver.url));
+    s.say(format!("tierflow demo on {} — API {} · workers for {} job kinds · webhook receiver {} (answers 503 to its first 2 deliveries)", db.target, s.base, tierflow_store::jobs::KINDS.len(), receiver.url));
 
     let tiers = s.ok(Method::GET, "/v1/tiers", None).await?;
     let names: Vec<&str> = tiers
@@ -417,7 +417,84 @@ async fn tell(
     )?;
     s.record("acme_after_grace", json!({"tier": applied["tier_id"], "restrictions": applied["restrictions"], "voice": applied["features"]["voice"], "lateness_seconds": lateness}));
 
-    // 5. Webhooks: the receiver failed twice, then every event arrived, signed.
+    // 5. A month in a second, on a test clock: acme's short real grace shows the workers'
+    // timing; a realistic 7-day grace and a 30-day trial are not waited for — a test clock
+    // runs their jobs in due order when it is advanced.
+    let initech = format!("initech-{suffix}");
+    let clock = s
+        .ok(
+            Method::POST,
+            "/v1/test-clocks",
+            Some(json!({"name": format!("demo {suffix}")})),
+        )
+        .await?;
+    let clock_id = clock["id"].as_str().unwrap_or_default().to_owned();
+    let t0: chrono::DateTime<chrono::Utc> = clock["frozen_time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .context("the clock's frozen_time")?;
+    let trial_end = t0 + chrono::Duration::days(30);
+    s.ok(
+        Method::POST,
+        "/v1/tenants",
+        Some(
+            json!({"tenant_id": initech, "tier_id": "professional", "test_clock_id": clock_id,
+                    "expires_at": trial_end, "requested_by": "demo"}),
+        ),
+    )
+    .await?;
+    s.ok(
+        Method::POST,
+        &format!("/v1/tenants/{initech}/transitions"),
+        Some(json!({"tier_id": "starter", "grace_seconds": 7 * 86400, "reason": "plan cancelled"})),
+    )
+    .await?;
+    let week = s
+        .ok(
+            Method::POST,
+            &format!("/v1/test-clocks/{clock_id}/advance"),
+            Some(json!({"seconds": 7 * 86400})),
+        )
+        .await?;
+    let ran: Vec<&str> = week["ran"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    let after_week = s.entitlement(&initech).await?;
+    s.say(format!(
+        "{initech}: on test clock {clock_id} — a 7-day grace and a 30-day trial; advancing the clock 7 days ran {} and moved it to {}",
+        ran.join(", "),
+        after_week["tier_id"].as_str().unwrap_or("?")
+    ));
+    s.claim(
+        after_week["tier_id"] == "starter" && ran.last() == Some(&"apply_downgrade"),
+        "the clock applies the downgrade at its grace end",
+    )?;
+    let month = s
+        .ok(
+            Method::POST,
+            &format!("/v1/test-clocks/{clock_id}/advance"),
+            Some(json!({"to": trial_end})),
+        )
+        .await?;
+    let expired = s.entitlement(&initech).await?;
+    s.say(format!(
+        "{initech}: advanced to the trial's end ({trial_end}) — status {}, every restriction on",
+        expired["status"].as_str().unwrap_or("?")
+    ));
+    s.claim(
+        expired["status"] == "expired" && flags(&expired) == [true; 4],
+        "the trial expires on the clock",
+    )?;
+    s.record(
+        "test_clock",
+        json!({"clock": clock_id, "ran_first_week": ran, "tier_after_week": after_week["tier_id"],
+               "ran_to_trial_end": month["ran"], "status_at_trial_end": expired["status"]}),
+    );
+
+    // 6. Webhooks: the receiver failed twice, then every event arrived, signed.
     s.wait(Duration::from_secs(60), "every webhook delivery to finish", async || {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs WHERE job_type = 'deliver_event' AND status IN ('Pending', 'Failed', 'Running')",
@@ -464,7 +541,7 @@ async fn tell(
         json!({"attempts": deliveries, "events_delivered": delivered.len()}),
     );
 
-    // 6. The audit trail.
+    // 7. The audit trail.
     let mut conn = db.pool.acquire().await?;
     let trail =
         tierflow_store::audit::for_tenant(&mut conn, TenantId::parse(&acme)?.as_str()).await?;
@@ -500,7 +577,7 @@ async fn tell(
     )?;
     s.record("acme_audit", json!(actions));
 
-    // 7. Key metrics, from this process's own /metrics.
+    // 8. Key metrics, from this process's own /metrics.
     let text = metrics.render();
     let sum = |metric: &str, filter: &str| -> f64 {
         text.lines()
