@@ -56,6 +56,10 @@ impl Api {
             .method_not_allowed_fallback(|| async {
                 ApiError::MethodNotAllowed("this route does not take that method; see /openapi.json".into())
             })
+            .layer(axum::middleware::from_fn_with_state(
+                config.request_timeout,
+                within_timeout,
+            ))
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
             .layer(
                 ServiceBuilder::new()
@@ -109,4 +113,24 @@ async fn drop_unsafe_request_id<B>(mut req: Request<B>) -> Request<B> {
         req.headers_mut().remove("x-request-id");
     }
     req
+}
+
+/// Answers 503 with `Retry-After` if the request takes longer than `limit` — a database that is
+/// frozen or partitioned away holds a request's statement forever, and the server-side
+/// `statement_timeout` cannot fire on a server that is not running. Dropping the handler's
+/// future drops its connection, which the pool then replaces.
+async fn within_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request took longer than {} ms (the database did not answer)",
+            limit.as_millis()
+        ))
+        .into_response(),
+    }
 }

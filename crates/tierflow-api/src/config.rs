@@ -45,9 +45,15 @@ pub struct ApiConfig {
     pub tokens: Vec<Token>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Longest a request may take; past it the answer is 503 with `Retry-After` (a database
+    /// that is frozen or cut off cannot make a request hang).
+    pub request_timeout: std::time::Duration,
 }
 
 impl ApiConfig {
     /// The default body limit: 64 KiB, far above any legitimate request.
     pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+    /// The default request timeout, in milliseconds: well above a request's few milliseconds,
+    /// well below a client's patience.
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5000;
 }

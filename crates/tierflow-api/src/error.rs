@@ -167,6 +167,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, Self::Unavailable(_)) {
+            // Database trouble passes (a restart, a failover, a freed connection): come back soon.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -211,9 +217,8 @@ impl From<StoreError> for ApiError {
             StoreError::Database(ref db) if is_unavailable(db) => {
                 ApiError::Unavailable(e.to_string())
             }
-            StoreError::Corrupt(_) | StoreError::Queue(_) | StoreError::Database(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::Queue(q) => q.into(),
+            StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -227,15 +232,30 @@ impl From<sqlx::Error> for ApiError {
 impl From<tierflow_queue::QueueError> for ApiError {
     fn from(e: tierflow_queue::QueueError) -> Self {
         match e {
+            tierflow_queue::QueueError::Timeout(_) => ApiError::Unavailable(e.to_string()),
             tierflow_queue::QueueError::Database(db) => db.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
+/// Whether `e` means the database cannot serve right now — a retry later can succeed — rather
+/// than a bug: the pool could not get or keep a connection (refused, cut, timed out, closed), or
+/// the server said so: connection exceptions (class 08), operator intervention (57: a
+/// terminated backend, a shutting-down or starting server, the statement timeout), a dropped
+/// database (3D000), insufficient resources (53: too many connections, disk full), or a
+/// serialization failure or deadlock (40001, 40P01).
 fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            ["08", "57", "53"].iter().any(|class| c.starts_with(class))
+                || matches!(c.as_ref(), "3D000" | "40001" | "40P01")
+        }),
+        _ => false,
+    }
 }

@@ -101,10 +101,18 @@ pub async fn readiness(pool: &PgPool) -> Result<(), String> {
         tierflow_store::migrate::is_current(pool),
     )
     .await;
+    // What is wrong, without internals (database and role names, addresses, source locations):
+    // probes and callers get the class, the log gets the error.
     match check {
         Ok(Ok(true)) => Ok(()),
         Ok(Ok(false)) => Err("migrations pending; run `tierflow migrate`".into()),
-        Ok(Err(e)) => Err(format!("database unreachable: {e}")),
-        Err(_) => Err("database did not answer within 2 s".into()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the database refused or could not be reached");
+            Err("database unreachable".into())
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer within 2 s");
+            Err("database did not answer within 2 s".into())
+        }
     }
 }

@@ -286,6 +286,17 @@ impl Server {
         Ok(())
     }
 
+    /// Shuts the server down cleanly (`pg_ctl -m fast stop`: sessions are told the server is
+    /// shutting down and cut, a shutdown checkpoint is written), as an operator's restart or a
+    /// planned switchover does. The handle no longer stops anything on drop until
+    /// [`Server::start_again`].
+    pub fn stop_fast(&self) -> Result<(), PgError> {
+        let d = self.data_str();
+        self.pg(&["pg_ctl", "-D", &d, "-m", "fast", "-w", "-t", "60", "stop"])?;
+        self.owned.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Starts the server again, stopped by [`Server::stop_immediate`] (or by anything else), on
     /// the same port and with the same settings; returns once it accepts connections, crash
     /// recovery included. This handle then stops it on drop.

@@ -174,19 +174,24 @@ pub async fn advance(
     id: Uuid,
     to: DateTime<Utc>,
 ) -> Result<Advanced, StoreError> {
-    // Held for the whole advance: one advance per clock at a time.
+    // One advance per clock at a time: a transaction-scoped advisory lock, held for the whole
+    // advance. The clock's time itself is written step by step outside it, so an advance cut
+    // short (its request timed out, its process died) leaves the clock at the last job it ran.
     let mut guard = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('tierflow test clock ' || $1::text, 0))",
+    )
+    .bind(id)
+    .fetch_one(&mut *guard)
+    .await?;
+    if !locked {
+        return Err(StoreError::ClockBusy(id.to_string()));
+    }
     let frozen: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT frozen_time FROM test_clocks WHERE id = $1 FOR UPDATE NOWAIT")
+        sqlx::query_scalar("SELECT frozen_time FROM test_clocks WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *guard)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
-                    StoreError::ClockBusy(id.to_string())
-                }
-                e => e.into(),
-            })?;
+            .await?;
     let frozen = frozen.ok_or_else(|| StoreError::UnknownTestClock(id.to_string()))?;
     if to < frozen {
         return Err(StoreError::ClockBackwards {
@@ -222,7 +227,7 @@ pub async fn advance(
         sqlx::query("UPDATE test_clocks SET frozen_time = $2 WHERE id = $1")
             .bind(id)
             .bind(at)
-            .execute(&mut *guard)
+            .execute(pool)
             .await?;
         let outcome = run_parked(pool, &ctx, &job_id, &kind, &payload, at).await?;
         let outcome = match outcome {
@@ -252,7 +257,7 @@ pub async fn advance(
     sqlx::query("UPDATE test_clocks SET frozen_time = $2 WHERE id = $1")
         .bind(id)
         .bind(to)
-        .execute(&mut *guard)
+        .execute(pool)
         .await?;
     guard.commit().await?;
     let mut conn = pool.acquire().await?;

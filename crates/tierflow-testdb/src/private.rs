@@ -99,6 +99,14 @@ impl PrivatePostgres {
             .unwrap_or_else(|e| panic!("immediate stop: {e}"));
     }
 
+    /// Shuts the server down cleanly (`pg_ctl -m fast stop`); a frozen one is thawed first.
+    pub fn stop_fast(&self) {
+        self.thaw();
+        self.server()
+            .stop_fast()
+            .unwrap_or_else(|e| panic!("fast stop: {e}"));
+    }
+
     /// Starts the server again after [`PrivatePostgres::stop_immediate`], on the same port;
     /// returns when it accepts connections (crash recovery done).
     pub fn start_again(&self) {

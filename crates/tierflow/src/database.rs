@@ -51,6 +51,16 @@ impl Db {
 /// Opens the database with at most `size` connections. `lazy`: do not wait for a first
 /// connection (a worker started before its database waits for it instead of failing).
 pub async fn open(args: &DatabaseArgs, size: u32, lazy: bool) -> anyhow::Result<Db> {
+    open_with(args, size, lazy, None).await
+}
+
+/// [`open`], with `statement_timeout` as the default of every connection if given.
+pub async fn open_with(
+    args: &DatabaseArgs,
+    size: u32,
+    lazy: bool,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<Db> {
     let (url, embedded) = match &args.database_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -72,7 +82,10 @@ pub async fn open(args: &DatabaseArgs, size: u32, lazy: bool) -> anyhow::Result<
             "DATABASE_URL is not a PostgreSQL URL; expected postgres://user:password@host:port/database"
         )
     })?;
-    let options = options.application_name("tierflow");
+    let mut options = options.application_name("tierflow");
+    if let Some(t) = statement_timeout {
+        options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+    }
     let target = format!(
         "{}:{}/{}",
         options.get_host(),

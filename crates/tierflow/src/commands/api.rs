@@ -63,6 +63,11 @@ pub struct HttpArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TIERFLOW_MAX_BODY_BYTES", default_value_t = ApiConfig::DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
+    /// Longest a request may take, in milliseconds; past it the answer is 503 with Retry-After.
+    /// Also the API's database statement timeout.
+    #[arg(long, env = "TIERFLOW_REQUEST_TIMEOUT_MS", default_value_t = ApiConfig::DEFAULT_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_timeout_ms: u64,
     /// Grace period of a downgrade that names none, in seconds (default 7 days).
     #[arg(long, env = "TIERFLOW_DEFAULT_GRACE_SECS", default_value_t = 7 * 24 * 3600)]
     pub default_grace_secs: i64,
@@ -88,7 +93,12 @@ impl HttpArgs {
             listen: self.listen,
             tokens,
             max_body_bytes: self.max_body_bytes,
+            request_timeout: self.request_timeout(),
         })
+    }
+
+    fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms)
     }
 
     fn default_grace(&self) -> anyhow::Result<GracePeriod> {
@@ -116,7 +126,13 @@ async fn bind(
 }
 
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
-    let db = database::open(&args.db, args.db.db_pool_size.unwrap_or(20), true).await?;
+    let db = database::open_with(
+        &args.db,
+        args.db.db_pool_size.unwrap_or(20),
+        true,
+        Some(args.http.request_timeout()),
+    )
+    .await?;
     let pool = db.pool.clone();
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let ops = crate::ops::start(&args.ops, pool.clone(), &stop, true).await?;
@@ -134,7 +150,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
 /// the other is stopped too and the command fails: half a process must not look healthy.
 pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let fleet_config = args.fleet.fleet_config()?;
-    let db = worker_db(&args.db, &fleet_config).await?;
+    let db = worker_db(&args.db, &fleet_config, Some(args.http.request_timeout())).await?;
     let pool = db.pool.clone();
     let api = bind(&db.target, &args.events, &args.http, pool.clone()).await?;
     let fleet = build_fleet(pool.clone(), &args.events, &args.fleet, fleet_config)?;

@@ -120,7 +120,7 @@ impl FleetArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.fleet.fleet_config()?;
     args.events.validate()?;
-    let db = worker_db(&args.db, &config).await?;
+    let db = worker_db(&args.db, &config, None).await?;
     let pool = db.pool.clone();
     tracing::info!(database = %db.target, "starting worker");
     let (stop, _) = tokio::sync::broadcast::channel(1);
@@ -142,7 +142,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 /// transaction, plus a few for the producers' claims, LISTEN and the API. Of the process's
 /// `--db-pool-size`, [`LIVENESS_CONNECTIONS`] go to the fleet's own pool for the heartbeat and
 /// the maintenance lease (so jobs cannot starve them); the rest is the pool opened here.
-pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Result<database::Db> {
+///
+/// `statement_timeout` is the connections' default (`tierflow run`'s API needs one; a job
+/// transaction sets its kind's own).
+pub async fn worker_db(
+    db: &DatabaseArgs,
+    config: &FleetConfig,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<database::Db> {
     let slots = tierflow_store::jobs::job_slots(config.concurrency) as u32;
     let size = db.db_pool_size.unwrap_or(slots + 4);
     anyhow::ensure!(
@@ -154,7 +161,7 @@ pub async fn worker_db(db: &DatabaseArgs, config: &FleetConfig) -> anyhow::Resul
         liveness = LIVENESS_CONNECTIONS,
         "worker pools"
     );
-    database::open(db, size - LIVENESS_CONNECTIONS, true).await
+    database::open_with(db, size - LIVENESS_CONNECTIONS, true, statement_timeout).await
 }
 
 /// The fleet with every job kind, delivering events as configured.

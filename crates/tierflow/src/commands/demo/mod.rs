@@ -161,6 +161,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!(e))?,
             ],
             max_body_bytes: ApiConfig::DEFAULT_MAX_BODY,
+            request_timeout: std::time::Duration::from_millis(
+                ApiConfig::DEFAULT_REQUEST_TIMEOUT_MS,
+            ),
         },
         db.pool.clone(),
         ctx.clone(),
