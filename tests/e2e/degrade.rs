@@ -46,6 +46,16 @@ async fn probe(api: &TestApi, tenant: &str) -> Vec<(u16, Duration)> {
     seen
 }
 
+/// Probes (a read and a change): both 503 within `limit`; then asks `/readyz`.
+async fn only_503s_then_readyz(api: &TestApi, limit: Duration, what: &str) -> reqwest::Response {
+    let seen = probe(api, "acme").await;
+    assert!(
+        seen.iter().all(|(s, took)| *s == 503 && *took < limit),
+        "{what}: {seen:?}"
+    );
+    api.call(Method::GET, "/readyz", None, None).await
+}
+
 fn assert_no_500(seen: &[(u16, Duration)], what: &str) {
     assert!(
         seen.iter().all(|(s, _)| matches!(s, 200 | 201 | 503)),
@@ -101,12 +111,7 @@ async fn database_trouble_is_503_with_retry_after_never_500() {
 
     // 2. Frozen: the server accepts TCP and answers nothing.
     pg.freeze();
-    let seen = probe(&api, "acme").await;
-    assert!(
-        seen.iter().all(|(s, took)| *s == 503 && *took < limit),
-        "frozen: {seen:?}"
-    );
-    let r = api.call(Method::GET, "/readyz", None, None).await;
+    let r = only_503s_then_readyz(&api, limit, "frozen").await;
     assert_eq!(r.status(), 503);
     let ready: Value = r.json().await.unwrap();
     let detail = ready["detail"].as_str().unwrap_or_default().to_owned();
@@ -118,12 +123,7 @@ async fn database_trouble_is_503_with_retry_after_never_500() {
 
     // 3. A fast shutdown: sessions cut, new connections refused.
     pg.stop_fast();
-    let seen = probe(&api, "acme").await;
-    assert!(
-        seen.iter().all(|(s, took)| *s == 503 && *took < limit),
-        "stopped: {seen:?}"
-    );
-    let r = api.call(Method::GET, "/readyz", None, None).await;
+    let r = only_503s_then_readyz(&api, limit, "stopped").await;
     let ready: Value = r.json().await.unwrap();
     assert_eq!(ready["detail"], "database unreachable", "{ready}");
     pg.start_again();
@@ -144,9 +144,5 @@ async fn database_trouble_is_503_with_retry_after_never_500() {
         .execute(&admin)
         .await
         .unwrap();
-    let seen = probe(&api, "acme").await;
-    assert!(
-        seen.iter().all(|(s, took)| *s == 503 && *took < limit),
-        "dropped: {seen:?}"
-    );
+    only_503s_then_readyz(&api, limit, "dropped").await;
 }
