@@ -27,10 +27,27 @@ impl TestApi {
 
     /// `tierflow <cmd>` (api or run) with extra environment.
     pub async fn spawn_cmd(cmd: &str, env: &[(&str, &str)]) -> TestApi {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tierflow"));
+        command.arg(cmd);
+        Self::spawn_command(command, env).await
+    }
+
+    /// `tierflow <cmd>` whose process may open at most `files` files (`ulimit -n`).
+    pub async fn spawn_with_file_limit(cmd: &str, files: u32, env: &[(&str, &str)]) -> TestApi {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_tierflow"),
+            cmd,
+        ]);
+        Self::spawn_command(command, env).await
+    }
+
+    async fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> TestApi {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDb::new().await;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
-            .arg(cmd)
+        let mut child = command
             .env("DATABASE_URL", db.url())
             .env("TIERFLOW_LISTEN", "127.0.0.1:0")
             .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")

@@ -146,3 +146,59 @@ async fn database_trouble_is_503_with_retry_after_never_500() {
         .unwrap();
     only_503s_then_readyz(&api, limit, "dropped").await;
 }
+
+/// 300 idle, unauthenticated connections against an API that may open only 256 files: `/healthz`
+/// and an authenticated request on new connections still answer within 1 s (the oldest idle
+/// connections are closed to let them in), and an idle connection is closed by the header-read
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_api() {
+    use std::io::Read;
+
+    let api =
+        TestApi::spawn_with_file_limit("api", 256, &[("TIERFLOW_HEADER_READ_TIMEOUT_MS", "3000")])
+            .await;
+    api.provision("acme", "professional").await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // Fresh clients, each on a new connection.
+    for _ in 0..3 {
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let health = fresh
+            .get(format!("{}/healthz", api.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("healthz answers");
+        assert_eq!(health.status(), 200);
+        let read = fresh
+            .get(format!("{}/v1/tenants/acme/entitlement", api.base))
+            .bearer_auth(SERVICE)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("an authenticated request answers");
+        assert_eq!(read.status(), 200);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    // The newest idle connection (not evicted) is closed by the header-read timeout.
+    let mut last = idle.into_iter().last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = last.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

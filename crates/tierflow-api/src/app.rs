@@ -36,6 +36,7 @@ pub struct AppState {
 pub struct Api {
     listener: TcpListener,
     router: Router,
+    limits: crate::listener::Limits,
 }
 
 impl Api {
@@ -76,7 +77,14 @@ impl Api {
                     .layer(PropagateRequestIdLayer::x_request_id()),
             )
             .with_state(state);
-        Ok(Api { listener, router })
+        Ok(Api {
+            listener,
+            router,
+            limits: crate::listener::Limits {
+                header_read_timeout: config.header_read_timeout,
+                max_connections: config.max_connections,
+            },
+        })
     }
 
     /// The bound address.
@@ -84,14 +92,13 @@ impl Api {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes; in-flight requests finish first.
+    /// Serves until `shutdown` completes; in-flight requests finish first. Connections are
+    /// served under the listener's limits (see [`crate::listener`]).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::listener::serve(self.listener, self.router, self.limits, shutdown).await
     }
 }
 

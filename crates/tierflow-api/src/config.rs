@@ -48,6 +48,12 @@ pub struct ApiConfig {
     /// Longest a request may take; past it the answer is 503 with `Retry-After` (a database
     /// that is frozen or cut off cannot make a request hang).
     pub request_timeout: std::time::Duration,
+    /// A connection that sends no complete request headers within this long (after opening,
+    /// or idle between requests) is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// Most connections open at once (never more than half the file-descriptor limit); at the
+    /// cap the oldest is closed to let a new one in.
+    pub max_connections: usize,
 }
 
 impl ApiConfig {
@@ -56,4 +62,8 @@ impl ApiConfig {
     /// The default request timeout, in milliseconds: well above a request's few milliseconds,
     /// well below a client's patience.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5000;
+    /// The default header-read (and idle) timeout, in milliseconds.
+    pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    /// The default connection cap.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 }

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - [`app`] — [`Api::build`] binds the listener; [`Api::run_until`] serves until shutdown.
-//! - [`config`] — listen address, tokens, body limit.
+//! - [`config`] — listen address, tokens, body limit, timeouts, connection cap.
+//! - [`listener`] — serves connections with a header-read timeout and a connection cap.
 //! - [`auth`] — bearer tokens and roles, as extractors.
 //! - [`error`] — [`ApiError`], the only type that becomes an HTTP error response.
 //! - [`extract`] — JSON, path, query and `Idempotency-Key` extractors that reject with [`ApiError`].
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod ops;
 pub mod routes;
 

@@ -68,6 +68,16 @@ pub struct HttpArgs {
     #[arg(long, env = "TIERFLOW_REQUEST_TIMEOUT_MS", default_value_t = ApiConfig::DEFAULT_REQUEST_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
+    /// A connection that sends no complete request headers within this many milliseconds (after
+    /// opening, or idle between requests) is closed.
+    #[arg(long, env = "TIERFLOW_HEADER_READ_TIMEOUT_MS", default_value_t = ApiConfig::DEFAULT_HEADER_READ_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+    /// Most connections open at once (never more than half the file-descriptor limit); at the
+    /// cap the oldest connection is closed to let a new one in.
+    #[arg(long, env = "TIERFLOW_MAX_CONNECTIONS", default_value_t = ApiConfig::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// Grace period of a downgrade that names none, in seconds (default 7 days).
     #[arg(long, env = "TIERFLOW_DEFAULT_GRACE_SECS", default_value_t = 7 * 24 * 3600)]
     pub default_grace_secs: i64,
@@ -94,6 +104,8 @@ impl HttpArgs {
             tokens,
             max_body_bytes: self.max_body_bytes,
             request_timeout: self.request_timeout(),
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            max_connections: self.max_connections as usize,
         })
     }
 

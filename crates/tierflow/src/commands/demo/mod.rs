@@ -164,6 +164,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             request_timeout: std::time::Duration::from_millis(
                 ApiConfig::DEFAULT_REQUEST_TIMEOUT_MS,
             ),
+            header_read_timeout: std::time::Duration::from_millis(
+                ApiConfig::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            ),
+            max_connections: ApiConfig::DEFAULT_MAX_CONNECTIONS,
         },
         db.pool.clone(),
         ctx.clone(),
