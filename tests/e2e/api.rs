@@ -769,3 +769,29 @@ async fn a_pending_transitions_job_is_cancelled_only_through_the_transition() {
         "the transition's cancel cancelled its job"
     );
 }
+
+/// A body declared larger than the limit (`Content-Length: 10^12`) is refused with 413 at once,
+/// not waited for.
+#[tokio::test]
+async fn a_huge_declared_body_is_refused_at_once() {
+    use std::io::{Read, Write};
+    let api = TestApi::spawn().await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let started = std::time::Instant::now();
+    tcp.write_all(
+        format!(
+            "POST /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SERVICE}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tcp.read(&mut answer).expect("an answer before the body");
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("at most 65536 bytes"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

@@ -61,6 +61,10 @@ impl Api {
                 config.request_timeout,
                 within_timeout,
             ))
+            .layer(axum::middleware::from_fn_with_state(
+                config.max_body_bytes,
+                refuse_oversized,
+            ))
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
             .layer(
                 ServiceBuilder::new()
@@ -139,5 +143,29 @@ async fn within_timeout(
             limit.as_millis()
         ))
         .into_response(),
+    }
+}
+
+/// Refuses at once, with 413, a request whose `Content-Length` is far over the body limit (more
+/// than 16 times it) — rather than waiting for a body it would refuse anyway. A body only
+/// somewhat too large is read up to the limit and refused by the JSON extractor as before:
+/// answering before a client has sent it can reset the connection under the client's feet.
+async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > (limit as u64).saturating_mul(16) => ApiError::TooLarge(format!(
+            "the body is {len} bytes; send at most {limit} bytes (this server's --max-body-bytes)"
+        ))
+        .into_response(),
+        _ => next.run(req).await,
     }
 }
