@@ -8,7 +8,8 @@
 //!   than half the process's file-descriptor limit (the database pool and the process need the
 //!   rest). At the cap, accepting a new connection first closes the oldest one gracefully (an
 //!   in-flight request on it finishes): idle attackers, who connect first and send nothing, are
-//!   the first to go, and a new caller — a probe, a client — is always served.
+//!   the first to go, and a new caller — a probe, a client — is served. Connections still
+//!   closing count too: past the cap and a quarter more, new connections are dropped unserved.
 //! - **Accept errors** (out of file descriptors, …) pause accepting for a moment instead of
 //!   spinning, and are logged once per burst.
 //!
@@ -18,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +65,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let open = Arc::new(Mutex::new(Open::default()));
+    let alive = Arc::new(AtomicUsize::new(0));
     let (stopping_tx, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -86,6 +89,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // Connections asked to close still count until they are gone (an in-flight request
+        // finishes first): past the cap plus this slack, a new connection is dropped at once.
+        if alive.load(Ordering::Relaxed) >= cap + (cap / 4).max(1) {
+            drop(stream);
+            continue;
+        }
         let (id, close) = {
             let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
             if open.by_age.len() >= cap
@@ -99,12 +108,14 @@ pub async fn serve(
             open.by_age.insert(id, close.clone());
             (id, close)
         };
-        let (builder, router, open, mut stopping) = (
+        let (builder, router, open, mut stopping, alive) = (
             builder.clone(),
             router.clone(),
             open.clone(),
             stopping.clone(),
+            alive.clone(),
         );
+        alive.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
             let service = TowerToHyperService::new(router);
             let conn = builder
@@ -129,6 +140,7 @@ pub async fn serve(
                 .unwrap_or_else(|p| p.into_inner())
                 .by_age
                 .remove(&id);
+            alive.fetch_sub(1, Ordering::Relaxed);
         });
         // Reap finished connection tasks as we go.
         while tasks.try_join_next().is_some() {}

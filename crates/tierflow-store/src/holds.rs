@@ -196,8 +196,9 @@ pub async fn lift_hold(
     })
 }
 
-/// The subject of a hold's event, `<tenant>/<hold>@<version>`: an event id must be unique across
-/// tenants and across placing the same hold again (it is the delivery's idempotency key).
+/// The subject of a hold's event, `<tenant>/<hold>@<version>.<fresh id>`: an event id must be
+/// unique across tenants, across placing the same hold again and across a tenant id reused after
+/// its test clock was deleted (it is the delivery's idempotency key).
 fn event_subject(tenant_id: &TenantId, name: &HoldName, version: i64) -> String {
-    format!("{tenant_id}/{name}@{version}")
+    format!("{tenant_id}/{name}@{version}.{}", uuid::Uuid::now_v7())
 }

@@ -62,7 +62,7 @@ pub struct Reconciled {
     pub reenqueued: Vec<String>,
     /// Transitions left for an operator: their job is dead. (transition id, job id)
     pub dead: Vec<(TransitionId, String)>,
-    /// Whether the batch was full (run again at once).
+    /// Whether the batch of transitions it could act on was full (run again at once).
     pub more: bool,
 }
 
@@ -71,7 +71,6 @@ struct Stranded {
     id: uuid::Uuid,
     tenant_id: String,
     job_id: Option<String>,
-    job_status: Option<String>,
 }
 
 /// One round under `fence`: nothing is changed if this replica no longer leads.
@@ -82,12 +81,12 @@ pub async fn run_once(pool: &PgPool, fence: &Fence) -> Result<Reconciled, StoreE
     }
     // SKIP LOCKED: a transition a request or its job holds right now is not stranded.
     let stranded: Vec<Stranded> = sqlx::query_as(
-        "SELECT t.id, t.tenant_id, j.id AS job_id, j.status AS job_status
+        "SELECT t.id, t.tenant_id, j.id AS job_id
            FROM tier_transitions t
            JOIN transition_actions a ON a.transition_id = t.id AND a.action = 'apply_downgrade'
            LEFT JOIN apalis.jobs j ON j.id = a.job_id
           WHERE t.status = 'pending' AND t.grace_ends_at < now() - make_interval(secs => $1)
-            AND (j.id IS NULL OR j.status NOT IN ('Pending', 'Running', 'Failed'))
+            AND (j.id IS NULL OR j.status NOT IN ('Pending', 'Running', 'Failed', 'Dead'))
             AND NOT EXISTS (SELECT 1 FROM tenant_entitlements e
                              WHERE e.tenant_id = t.tenant_id AND e.test_clock_id IS NOT NULL)
           ORDER BY t.grace_ends_at
@@ -105,10 +104,9 @@ pub async fn run_once(pool: &PgPool, fence: &Fence) -> Result<Reconciled, StoreE
     let mut redrive = Vec::new();
     for s in stranded {
         let transition = TransitionId(s.id);
-        match (s.job_id, s.job_status.as_deref()) {
-            (Some(job), Some("Dead")) => out.dead.push((transition, job)),
-            (Some(job), _) => redrive.push(job),
-            (None, _) => {
+        match s.job_id {
+            Some(job) => redrive.push(job),
+            None => {
                 let tenant_id = TenantId::parse(s.tenant_id)
                     .map_err(crate::error::corrupt("transition tenant"))?;
                 let job = NewJob::new(
@@ -149,6 +147,24 @@ pub async fn run_once(pool: &PgPool, fence: &Fence) -> Result<Reconciled, StoreE
         .await?;
     }
     tx.commit().await?;
+    // The dead ones are reported, not touched: read without a lock, and never a reason to run
+    // again at once (they would be found again).
+    let dead: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT t.id, j.id FROM tier_transitions t
+           JOIN transition_actions a ON a.transition_id = t.id AND a.action = 'apply_downgrade'
+           JOIN apalis.jobs j ON j.id = a.job_id
+          WHERE t.status = 'pending' AND t.grace_ends_at < now() - make_interval(secs => $1)
+            AND j.status = 'Dead'
+          ORDER BY t.grace_ends_at LIMIT $2",
+    )
+    .bind(STRANDED_AFTER.as_secs_f64())
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    out.dead = dead
+        .into_iter()
+        .map(|(t, job)| (TransitionId(t), job))
+        .collect();
     let (redriven, reenqueued) = (out.redriven.len(), out.reenqueued.len());
     if redriven + reenqueued > 0 {
         metrics::counter!(crate::metrics::RECONCILED).increment((redriven + reenqueued) as u64);

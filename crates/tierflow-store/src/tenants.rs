@@ -462,26 +462,24 @@ impl TenantState {
     }
 }
 
-/// Locks the next `limit` tenants on `tier_id` after `after` (in id order) that have been on it
-/// since before `since`, and reads their state — one batch of a tier edit's fan-out.
+/// Locks the next `limit` tenants on `tier_id` after `after` (in id order) and reads their state
+/// — one batch of a tier edit's fan-out.
 pub(crate) async fn lock_tier_batch(
     conn: &mut PgConnection,
     tier_id: &TierId,
     after: Option<&TenantId>,
-    since: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<TenantState>, StoreError> {
     let rows: Vec<StateRow> = sqlx::query_as(concat!(
         "SELECT ",
         state_columns!(),
         " FROM tenant_entitlements e JOIN tiers t ON t.tier_id = e.tier_id
-          WHERE e.tier_id = $1 AND e.tenant_id > $2 AND e.effective_at < $3
-          ORDER BY e.tenant_id LIMIT $4
+          WHERE e.tier_id = $1 AND e.tenant_id > $2
+          ORDER BY e.tenant_id LIMIT $3
           FOR UPDATE OF e"
     ))
     .bind(tier_id.as_str())
     .bind(after.map_or("", TenantId::as_str))
-    .bind(since)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

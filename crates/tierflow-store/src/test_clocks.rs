@@ -200,6 +200,9 @@ pub async fn advance(
             to,
         });
     }
+    // The steps run on a second connection, taken now: with the guard's, an advance holds
+    // exactly two, and never waits for a third while holding one.
+    let mut work = pool.acquire().await?;
     let mut ran = Vec::new();
     let ctx = ctx.on_test_clock();
     loop {
@@ -211,7 +214,7 @@ pub async fn advance(
         )
         .bind(id)
         .bind(to)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *work)
         .await?;
         let Some(ParkedJob {
             job_id,
@@ -227,9 +230,9 @@ pub async fn advance(
         sqlx::query("UPDATE test_clocks SET frozen_time = $2 WHERE id = $1")
             .bind(id)
             .bind(at)
-            .execute(pool)
+            .execute(&mut *work)
             .await?;
-        let outcome = run_parked(pool, &ctx, &job_id, &kind, &payload, at).await?;
+        let outcome = run_parked(&mut work, &ctx, &job_id, &kind, &payload, at).await?;
         let outcome = match outcome {
             ActionOutcome::NotYetDue { due_at } => {
                 // Due later than recorded (say an early job whose real due time moved): park it
@@ -237,7 +240,7 @@ pub async fn advance(
                 sqlx::query("UPDATE test_clock_jobs SET due_at = $2 WHERE job_id = $1")
                     .bind(&job_id)
                     .bind(due_at)
-                    .execute(pool)
+                    .execute(&mut *work)
                     .await?;
                 continue;
             }
@@ -257,11 +260,10 @@ pub async fn advance(
     sqlx::query("UPDATE test_clocks SET frozen_time = $2 WHERE id = $1")
         .bind(id)
         .bind(to)
-        .execute(pool)
+        .execute(&mut *work)
         .await?;
     guard.commit().await?;
-    let mut conn = pool.acquire().await?;
-    let clock = get(&mut conn, id)
+    let clock = get(&mut work, id)
         .await?
         .ok_or_else(|| StoreError::UnknownTestClock(id.to_string()))?;
     Ok(Advanced { clock, ran })
@@ -279,14 +281,14 @@ struct ParkedJob {
 
 /// Runs one parked job at `now` in a transaction of its own and completes its queue row in it.
 async fn run_parked(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     ctx: &Context,
     job_id: &str,
     kind: &str,
     payload: &[u8],
     now: DateTime<Utc>,
 ) -> Result<ActionOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let decode = |e: serde_json::Error| {
         StoreError::Corrupt(format!("parked {kind} job {job_id} does not decode: {e}"))
     };
@@ -349,7 +351,8 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError
         return Err(StoreError::UnknownTestClock(id.to_string()));
     }
     let tenants: Vec<String> = sqlx::query_scalar(
-        "SELECT tenant_id FROM tenant_entitlements WHERE test_clock_id = $1 FOR UPDATE",
+        "SELECT tenant_id FROM tenant_entitlements WHERE test_clock_id = $1
+          ORDER BY tenant_id FOR UPDATE",
     )
     .bind(id)
     .fetch_all(&mut *tx)

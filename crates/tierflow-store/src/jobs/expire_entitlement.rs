@@ -120,7 +120,8 @@ pub async fn expire_entitlement(
         version,
         "entitlement.expired",
         "tenant",
-        &format!("{tenant_id}@{version}"),
+        // Unique even for a tenant id reused after its test clock was deleted.
+        &format!("{tenant_id}@{version}.{}", uuid::Uuid::now_v7()),
         now,
     )
     .await?;

@@ -10,9 +10,13 @@
 //! job's transaction, which also enqueues the job for the next batch. Locks are held for one
 //! batch only, so a request for a tenant on the tier waits at most one batch.
 //!
-//! Tenants that moved onto the tier after the edit (their `effective_at` is later) already got the
-//! new definition with their own change and are skipped. A second edit before the first fan-out
-//! ends runs its own; a tenant may then get two events, each with its current entitlement.
+//! Every tenant on the tier when its batch runs is compared, including one that moved onto the
+//! tier after the edit (its own change already announced the new definition; it may get a
+//! second event, with the same entitlement and a newer version): filtering those out by time
+//! would also skip a tenant whose request read the old definition just before the edit
+//! committed, and a missed announcement is worse than a repeated one. A second edit before the
+//! first fan-out ends runs its own; a tenant may then get two events, each with its current
+//! entitlement.
 //!
 //! Tables: `tenant_entitlements`, `audit_events`, the queue (`deliver_event`, next `tier_fanout`).
 //! Proven by `tests/e2e/record.rs`: `a_tier_edit_announces_exactly_the_tenants_it_changes` and
@@ -40,7 +44,7 @@ pub struct TierFanout {
     pub tier_id: TierId,
     /// The catalogue version the edit took.
     pub catalog_version: i64,
-    /// When the edit committed (tenants on the tier since then are skipped).
+    /// When the edit was made.
     pub edited_at: DateTime<Utc>,
     /// The tier as it was before the edit.
     pub before: Tier,
@@ -106,13 +110,13 @@ pub async fn fan_out(
     now: DateTime<Utc>,
     job: &TierFanout,
 ) -> Result<Batch, StoreError> {
-    let batch =
-        tenants::lock_tier_batch(tx, &job.tier_id, job.after.as_ref(), job.edited_at, BATCH)
-            .await?;
+    let batch = tenants::lock_tier_batch(tx, &job.tier_id, job.after.as_ref(), BATCH).await?;
     let mut changed: Vec<(String, EffectiveEntitlement)> = Vec::new();
     for state in &batch {
-        let before = comparable(state.entitlement(Some(&job.before), now));
-        let mut after = state.entitlement(None, now);
+        // A test-clock tenant is compared at its clock's time.
+        let at = state.clock.map_or(now, |c| c.now);
+        let before = comparable(state.entitlement(Some(&job.before), at));
+        let mut after = state.entitlement(None, at);
         if comparable(after.clone()) != before {
             after.version += 1;
             changed.push((state.tenant_id.to_string(), after));
