@@ -410,6 +410,75 @@ async fn provision(b: &Bench, prefix: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The targets each enqueue tenant is sent in turn, from `professional`: a downgrade with grace
+/// (a pending downgrade created), a lateral move to `professional-b` — a copy of professional
+/// at the same rank that the bench adds — (the pending downgrade cancelled, the tier changed),
+/// a downgrade again, a lateral move back: every request a real change that creates or cancels
+/// a pending downgrade, and the cycle ends where it began.
+const CYCLE: [&str; 4] = ["starter", "professional-b", "starter", "professional"];
+
+/// Adds `professional-b`, professional's twin at the same rank, for [`CYCLE`]'s lateral moves.
+async fn add_lateral_tier(b: &Bench) -> anyhow::Result<()> {
+    let mut conn = b.pool.acquire().await?;
+    let mut twin = tierflow_store::tiers::get(&mut conn, &TierId::parse("professional")?)
+        .await?
+        .context("the professional tier is seeded")?;
+    twin.tier_id = TierId::parse("professional-b")?;
+    twin.name = "Professional (bench twin)".into();
+    tierflow_store::tiers::put(&mut conn, &b.ctx, &twin, &Actor::parse("bench")?).await?;
+    Ok(())
+}
+
+/// Requests by outcome: accepted changes, refusals by reason, errors.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    refused: std::collections::BTreeMap<String, usize>,
+    errors: usize,
+}
+
+impl Tally {
+    fn count<T>(&mut self, result: &Result<T, tierflow_store::StoreError>) {
+        match result {
+            Ok(_) => self.accepted += 1,
+            Err(e) if e.is_caller_error() => {
+                let reason = e.to_string();
+                let reason = reason.split(';').next().unwrap_or_default().to_owned();
+                *self.refused.entry(reason).or_default() += 1;
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.accepted += other.accepted;
+        self.errors += other.errors;
+        for (reason, n) in other.refused {
+            *self.refused.entry(reason).or_default() += n;
+        }
+    }
+
+    /// `N accepted changes, M refused (reason: k, …), E errors`.
+    fn describe(&self) -> String {
+        let refused: usize = self.refused.values().sum();
+        let reasons: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
+        format!(
+            "{} accepted changes, {refused} refused{}, {} errors",
+            self.accepted,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join("; "))
+            },
+            self.errors
+        )
+    }
+}
+
 fn request(tenant: String, tier: &str, grace_secs: i64) -> anyhow::Result<TransitionRequest> {
     Ok(TransitionRequest {
         tenant_id: TenantId::parse(tenant)?,
@@ -426,30 +495,32 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
     // ── enqueue: Rust API ──
     if want(Section::Enqueue) {
         b.progress("enqueue: transition requests through the Rust API");
+        add_lateral_tier(b).await?;
         provision(b, "r", 200).await?;
-        let tiers = ["starter", "enterprise", "free", "professional"];
         let mut lat = Vec::new();
+        let mut tally = Tally::default();
         let t0 = Instant::now();
         let mut conn = b.pool.acquire().await?;
         for i in 0..s.rust_requests {
-            let req = request(format!("r{}", i % 200), tiers[(i / 200) % 4], 3600)?;
+            let req = request(format!("r{}", i % 200), CYCLE[(i / 200) % 4], 3600)?;
             let t = Instant::now();
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let _ = request_transition(&mut tx, &b.ctx, req).await;
+            tally.count(&request_transition(&mut tx, &b.ctx, req).await);
             tx.commit().await?;
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         drop(conn);
-        let rate = s.rust_requests as f64 / t0.elapsed().as_secs_f64();
+        let rate = tally.accepted as f64 / t0.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
         b.record(
             "enqueue",
             "Rust API, 1 client",
             rate,
-            "req/s",
+            "changes/s",
             format!(
-                "{} requests, p50 {:.2} ms, p99 {:.2} ms",
+                "{} requests: {}; p50 {:.2} ms, p99 {:.2} ms",
                 s.rust_requests,
+                tally.describe(),
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99)
             ),
@@ -460,32 +531,34 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
         for c in 0..clients {
             let (pool, ctx, n) = (b.pool.clone(), b.ctx.clone(), s.rust_requests);
             tasks.push(tokio::spawn(async move {
-                for i in (c..n).step_by(clients) {
-                    let Ok(req) = request(
-                        format!("r{}", i % 200),
-                        ["starter", "enterprise"][i % 2],
-                        3600,
-                    ) else {
-                        continue;
-                    };
-                    let Ok(mut tx) = pool.begin().await else {
-                        continue;
-                    };
-                    if request_transition(&mut tx, &ctx, req).await.is_ok() {
-                        let _ = tx.commit().await;
+                let mut tally = Tally::default();
+                // Each tenant's cycle goes on where the 1-client run left it.
+                for i in (n + c..2 * n).step_by(clients) {
+                    let req = request(format!("r{}", i % 200), CYCLE[(i / 200) % 4], 3600)?;
+                    let mut tx = pool.begin().await?;
+                    let result = request_transition(&mut tx, &ctx, req).await;
+                    if result.is_ok() {
+                        tx.commit().await?;
                     }
+                    tally.count(&result);
                 }
+                anyhow::Ok(tally)
             }));
         }
+        let mut tally = Tally::default();
         for t in tasks {
-            t.await?;
+            tally.add(t.await??);
         }
         b.record(
             "enqueue",
             "Rust API, 8 concurrent clients",
-            s.rust_requests as f64 / t0.elapsed().as_secs_f64(),
-            "req/s",
-            format!("{} requests over 200 tenants", s.rust_requests),
+            tally.accepted as f64 / t0.elapsed().as_secs_f64(),
+            "changes/s",
+            format!(
+                "{} requests over 200 tenants: {}",
+                s.rust_requests,
+                tally.describe()
+            ),
         );
 
         // ── enqueue: HTTP ──
@@ -846,15 +919,15 @@ async fn post_transitions(
     clients: usize,
     n: usize,
     offset: usize,
-) -> anyhow::Result<(Vec<f64>, usize)> {
+) -> anyhow::Result<(Vec<f64>, Tally)> {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut errors = 0;
+            let mut tally = Tally::default();
             for i in (offset + c..offset + n).step_by(clients) {
-                let tier = ["starter", "enterprise"][(i / 500) % 2];
+                let tier = CYCLE[(i / 500) % 4];
                 let t = Instant::now();
                 let r = http
                     .post(format!("{base}/v1/tenants/h{}/transitions", i % 500))
@@ -863,22 +936,25 @@ async fn post_transitions(
                     .send()
                     .await;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                if !matches!(r, Ok(ref r) if r.status().is_success() || r.status().as_u16() == 409)
-                {
-                    errors += 1;
+                match r.map(|r| r.status().as_u16()) {
+                    Ok(201) => tally.accepted += 1,
+                    Ok(status @ (409 | 422)) => {
+                        *tally.refused.entry(format!("HTTP {status}")).or_default() += 1
+                    }
+                    _ => tally.errors += 1,
                 }
             }
-            (lat, errors)
+            (lat, tally)
         }));
     }
     let mut lat = Vec::new();
-    let mut errors = 0;
+    let mut tally = Tally::default();
     for t in tasks {
         let (l, e) = t.await?;
         lat.extend(l);
-        errors += e;
+        tally.add(e);
     }
-    Ok((lat, errors))
+    Ok((lat, tally))
 }
 
 async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
@@ -913,17 +989,37 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     // prepares its statements, as in a server that has been running for a while.
     let warm = 20 * clients;
     post_transitions(&http, &base, &token, clients, warm, 0).await?;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM tier_transitions")
+        .fetch_one(&b.pool)
+        .await?;
     let t0 = Instant::now();
-    let (mut lat, errors) =
+    let (mut lat, tally) =
         post_transitions(&http, &base, &token, clients, s.http_requests, warm).await?;
-    let rate = s.http_requests as f64 / t0.elapsed().as_secs_f64();
+    let rate = tally.accepted as f64 / t0.elapsed().as_secs_f64();
     procs::terminate(&mut server);
+    // Every accepted request is a transition row: the database agrees with the count.
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM tier_transitions")
+        .fetch_one(&b.pool)
+        .await?;
+    anyhow::ensure!(
+        (written - before) as usize == tally.accepted,
+        "the HTTP section counted {} accepted changes but {} transitions were written",
+        tally.accepted,
+        written - before
+    );
     lat.sort_by(f64::total_cmp);
     let how = format!(
-        "{} POST /v1/tenants/…/transitions over 500 tenants, {errors} errors",
-        s.http_requests
+        "{} POST /v1/tenants/…/transitions over 500 tenants: {} (each a transition row)",
+        s.http_requests,
+        tally.describe()
     );
-    b.record("enqueue", "HTTP, 16 clients", rate, "req/s", how.clone());
+    b.record(
+        "enqueue",
+        "HTTP, 16 clients",
+        rate,
+        "changes/s",
+        how.clone(),
+    );
     b.record(
         "enqueue",
         "HTTP, 16 clients, p50",
