@@ -143,17 +143,29 @@ pub(crate) async fn emit_many(
     let mut jobs = Vec::with_capacity(changes.len() * ctx.webhooks.len());
     for (subject_id, entitlement) in changes {
         let event = event_of(action, subject_type, subject_id, entitlement, now);
-        for endpoint in ctx.webhooks.iter() {
+        jobs.extend(deliveries(ctx, &event, now)?);
+    }
+    enqueue(conn, jobs).await?;
+    Ok(())
+}
+
+/// One `deliver_event` job per configured endpoint for `event`, keyed `<event id>@<endpoint>`.
+fn deliveries(
+    ctx: &Context,
+    event: &EntitlementChanged,
+    now: DateTime<Utc>,
+) -> Result<Vec<NewJob>, StoreError> {
+    ctx.webhooks
+        .iter()
+        .map(|endpoint| {
             let key = format!("{}@{endpoint}", event.id);
             let job = DeliverEvent {
                 endpoint: endpoint.clone(),
                 event: event.clone(),
             };
-            jobs.push(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key));
-        }
-    }
-    enqueue(conn, jobs).await?;
-    Ok(())
+            Ok(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key))
+        })
+        .collect()
 }
 
 fn event_of(
@@ -193,16 +205,7 @@ pub(crate) async fn emit(
         log_only(&event.id, &event.tenant_id, event.version);
         return Ok(());
     }
-    let mut jobs = Vec::with_capacity(ctx.webhooks.len());
-    for endpoint in ctx.webhooks.iter() {
-        let key = format!("{}@{endpoint}", event.id);
-        let job = DeliverEvent {
-            endpoint: endpoint.clone(),
-            event: event.clone(),
-        };
-        jobs.push(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key));
-    }
-    enqueue(conn, jobs).await?;
+    enqueue(conn, deliveries(ctx, &event, now)?).await?;
     Ok(())
 }
 

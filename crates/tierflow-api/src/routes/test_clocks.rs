@@ -67,6 +67,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(clock)))
 }
 
+/// The clock `id`, or 404.
+async fn find(state: &AppState, id: Uuid) -> Result<TestClock, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    test_clocks::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("test clock {id} is not known")))
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
         ApiError::Malformed(format!(
@@ -87,12 +95,7 @@ async fn show(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TestClock>, ApiError> {
-    let id = parse_id(&id)?;
-    let mut conn = state.pool.acquire().await?;
-    let clock = test_clocks::get(&mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("test clock {id} is not known")))?;
-    Ok(axum::Json(clock))
+    Ok(axum::Json(find(&state, parse_id(&id)?).await?))
 }
 
 /// How far to advance.
@@ -125,11 +128,7 @@ async fn advance(
     let to = match (body.to, body.seconds) {
         (Some(to), None) => to,
         (None, Some(secs)) if (0..=10 * 366 * 86_400).contains(&secs) => {
-            let mut conn = state.pool.acquire().await?;
-            let clock = test_clocks::get(&mut conn, id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("test clock {id} is not known")))?;
-            clock.frozen_time + chrono::Duration::seconds(secs)
+            find(&state, id).await?.frozen_time + chrono::Duration::seconds(secs)
         }
         (None, Some(secs)) => {
             return Err(ApiError::field(
