@@ -14,6 +14,8 @@ pub const ADMIN: &str = "adm-secret-0123456789";
 /// A running API process; killed on drop.
 pub struct TestApi {
     child: Child,
+    /// Every line the process logged (JSON), in order.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub base: String,
     pub db: TestDb,
     pub http: reqwest::Client,
@@ -63,6 +65,8 @@ impl TestApi {
         // The one startup line that names the bound address.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let keep = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -76,6 +80,7 @@ impl TestApi {
                 if std::env::var("TIERFLOW_TEST_LOG").is_ok() {
                     eprintln!("{line}");
                 }
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         let addr = rx
@@ -83,10 +88,22 @@ impl TestApi {
             .expect("the api logged its address");
         TestApi {
             child,
+            log,
             base: format!("http://{addr}"),
             db,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The lines logged at `level` (`"ERROR"`, `"INFO"`, …) so far.
+    pub fn lines_at(&self, level: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["level"] == level))
+            .cloned()
+            .collect()
     }
 
     /// A request with `token` (or none).
