@@ -146,7 +146,6 @@ pub async fn put(
             let job = TierFanout {
                 tier_id: t.tier_id.clone(),
                 catalog_version,
-                edited_at: now,
                 before: b.clone(),
                 after: None,
                 actor: actor.to_string(),

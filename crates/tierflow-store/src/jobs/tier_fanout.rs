@@ -44,8 +44,6 @@ pub struct TierFanout {
     pub tier_id: TierId,
     /// The catalogue version the edit took.
     pub catalog_version: i64,
-    /// When the edit was made.
-    pub edited_at: DateTime<Utc>,
     /// The tier as it was before the edit.
     pub before: Tier,
     /// The last tenant of the previous batch; `None` for the first.
