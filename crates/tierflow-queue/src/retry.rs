@@ -18,8 +18,12 @@ pub const JITTER: f64 = 0.2;
 pub fn exponential_backoff(failed_attempts: i32) -> Duration {
     let exp = failed_attempts.clamp(1, 31) as u32 - 1;
     let plain = BASE.saturating_mul(2u32.saturating_pow(exp)).min(MAX_DELAY);
-    let factor = 1.0 + rand::random_range(-JITTER..=JITTER);
-    plain.mul_f64(factor)
+    with_jitter(plain, JITTER)
+}
+
+/// `plain` shifted by up to ±`fraction` of itself, at random.
+pub fn with_jitter(plain: Duration, fraction: f64) -> Duration {
+    plain.mul_f64(1.0 + rand::random_range(-fraction..=fraction))
 }
 
 #[cfg(test)]
