@@ -181,6 +181,128 @@ async fn every_route_works_for_its_roles() {
     }
 }
 
+/// Webhook endpoints through the admin API: a service token is refused; create returns the
+/// secret once (reads never show it), changes then enqueue a delivery for the endpoint; disable,
+/// enable and rotate work and are audited; bad input is a 422 that creates nothing.
+#[tokio::test]
+async fn webhook_endpoints_are_managed_by_admins() {
+    let api = TestApi::spawn().await;
+    let body = json!({"url": "https://hooks.example.com/tierflow", "description": "billing", "event_types": ["entitlement.changed"]});
+    let (s, b) = api
+        .service(Method::POST, "/v1/webhook-endpoints", Some(body.clone()))
+        .await;
+    assert_eq!((s, problem_type(&b)), (403, "forbidden"));
+    let (s, created) = api
+        .admin(Method::POST, "/v1/webhook-endpoints", Some(body))
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["endpoint"]["status"], "enabled");
+
+    for bad in [
+        json!({"url": "ftp://x"}),
+        json!({"url": "https://x", "event_types": ["tenant.deleted"]}),
+        json!({"url": "https://user:pw@x/"}),
+    ] {
+        let (s, b) = api
+            .admin(Method::POST, "/v1/webhook-endpoints", Some(bad.clone()))
+            .await;
+        assert_eq!(
+            (s, problem_type(&b)),
+            (422, "validation-failed"),
+            "{bad}: {b}"
+        );
+    }
+    let (s, list) = api.admin(Method::GET, "/v1/webhook-endpoints", None).await;
+    assert_eq!((s, list["items"].as_array().unwrap().len()), (200, 1));
+    assert!(
+        !list.to_string().contains(&secret[6..]),
+        "a read shows no secret"
+    );
+
+    api.provision("acme", "professional").await;
+    let deliveries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'deliver_event'
+            AND convert_from(job, 'UTF8')::jsonb ->> 'endpoint_id' = $1",
+    )
+    .bind(&id)
+    .fetch_one(api.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        deliveries, 1,
+        "the provision's event is queued for the endpoint"
+    );
+
+    let (s, e) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/disable?reason=maintenance"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, e["status"].as_str(), e["disabled_reason"].as_str()),
+        (200, Some("disabled"), Some("maintenance"))
+    );
+    let (s, e) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/enable"),
+            None,
+        )
+        .await;
+    assert_eq!((s, e["status"].as_str()), (200, Some("enabled")));
+    let (s, r) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/rotate-secret?overlap_seconds=60"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_ne!(r["secret"], created["secret"]);
+    assert!(r["endpoint"]["previous_secret_expires_at"].is_string());
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/rotate-secret?overlap_seconds=-1"),
+            None,
+        )
+        .await;
+    assert_eq!((s, problem_type(&b)), (422, "validation-failed"));
+    let (s, b) = api
+        .admin(Method::GET, "/v1/webhook-endpoints/not-a-uuid", None)
+        .await;
+    assert_eq!((s, problem_type(&b)), (400, "malformed-request"));
+    let (s, b) = api
+        .admin(
+            Method::GET,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!((s, problem_type(&b)), (404, "not-found"));
+
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE subject_type = 'webhook_endpoint' ORDER BY id",
+    )
+    .fetch_all(api.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "webhook_endpoint.created",
+            "webhook_endpoint.disabled",
+            "webhook_endpoint.enabled",
+            "webhook_endpoint.secret_rotated"
+        ]
+    );
+}
+
 /// Every route but health refuses a missing or wrong token with 401 and `WWW-Authenticate`.
 #[tokio::test]
 async fn missing_or_wrong_token_is_401_everywhere() {
@@ -220,6 +342,24 @@ async fn missing_or_wrong_token_is_401_everywhere() {
         (Method::GET, "/v1/jobs"),
         (Method::POST, "/v1/jobs/x/retry"),
         (Method::POST, "/v1/jobs/x/cancel"),
+        (Method::POST, "/v1/webhook-endpoints"),
+        (Method::GET, "/v1/webhook-endpoints"),
+        (
+            Method::GET,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000",
+        ),
+        (
+            Method::POST,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000/disable",
+        ),
+        (
+            Method::POST,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000/enable",
+        ),
+        (
+            Method::POST,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000/rotate-secret",
+        ),
     ];
     for (method, path) in routes {
         for token in [None, Some("not-a-real-token-at-all"), Some("")] {
@@ -474,6 +614,12 @@ async fn openapi_document_is_valid_and_matches_the_router() {
         ("GET", "/v1/jobs"),
         ("POST", "/v1/jobs/{job_id}/retry"),
         ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("POST", "/v1/webhook-endpoints"),
+        ("GET", "/v1/webhook-endpoints"),
+        ("GET", "/v1/webhook-endpoints/{endpoint_id}"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/disable"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -491,6 +637,7 @@ async fn openapi_document_is_valid_and_matches_the_router() {
             .replace("{tier_id}", "team")
             .replace("{name}", "kyc")
             .replace("{clock_id}", "0190a0a0-0000-7000-8000-000000000000")
+            .replace("{endpoint_id}", "0190a0a0-0000-7000-8000-000000000000")
             .replace("{job_id}", "x");
         let r = api
             .call(

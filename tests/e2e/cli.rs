@@ -183,3 +183,66 @@ async fn operators_read_tenants_and_history() {
     let table = tierflow(&url, &["transitions", "list", "acme"]);
     assert!(stdout(&table).contains("provision"), "{}", stdout(&table));
 }
+
+/// `tierflow webhooks`: create prints the secret once, list shows the endpoint without it,
+/// rotate prints a new one, disable shows why; a bad URL or a secret that is not `whsec_` is a
+/// clear error and changes nothing.
+#[tokio::test]
+async fn operators_manage_webhook_endpoints() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let made = tierflow(
+        &url,
+        &[
+            "webhooks",
+            "create",
+            "https://crm.example.com/hooks",
+            "--json",
+        ],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let id = made["endpoint"]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+
+    let list = tierflow(&url, &["webhooks", "list"]);
+    assert!(stdout(&list).contains(&id) && stdout(&list).contains("enabled"));
+    assert!(!stdout(&list).contains(&secret));
+    let rotated = tierflow(&url, &["webhooks", "rotate-secret", &id]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(stdout(&rotated).contains("whsec_") && !stdout(&rotated).contains(&secret));
+    let off = tierflow(&url, &["webhooks", "disable", &id, "--reason", "moving"]);
+    assert!(
+        stdout(&off).contains("disabled (moving)"),
+        "{}",
+        stdout(&off)
+    );
+
+    let bad = tierflow(&url, &["webhooks", "create", "crm.example.com/hooks"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("must start with https://"),
+        "{}",
+        stderr(&bad)
+    );
+    let list = tierflow(&url, &["webhooks", "list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+
+    let fresh = tierflow(&url, &["webhooks", "new-secret"]);
+    assert!(stdout(&fresh).trim().starts_with("whsec_"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args(["worker"])
+        .env("DATABASE_URL", &url)
+        .env("TIERFLOW_WEBHOOK_URLS", "https://crm.example.com/hooks")
+        .env("TIERFLOW_WEBHOOK_SECRET", "hunter2-not-a-whsec")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("whsec_"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("hunter2"),
+        "the secret is never printed"
+    );
+}

@@ -41,7 +41,7 @@ async fn demo_runs_to_its_end_and_every_claim_holds() {
         "grace ended — now on starter",
         "advancing the clock 7 days ran",
         "every restriction on",
-        "the first 2 attempts got 503 and were retried with backoff",
+        "the first 2 attempts got 503 with Retry-After: 1 and were retried when asked",
         "demo finished",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");

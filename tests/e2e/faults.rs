@@ -34,7 +34,7 @@ fn production_env(receiver: Option<&str>) -> Vec<(&'static str, String)> {
         env.push(("TIERFLOW_WEBHOOK_URLS", url.to_owned()));
         env.push((
             "TIERFLOW_WEBHOOK_SECRET",
-            "faults-test-secret-0123".to_owned(),
+            "whsec_dGllcmZsb3ctZmF1bHRzLXRlc3Qtc2VjcmV0LTAxMjM=".to_owned(),
         ));
     }
     env
@@ -314,7 +314,7 @@ impl Receiver {
                 let log = log.clone();
                 async move {
                     let id = headers
-                        .get("idempotency-key")
+                        .get("webhook-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();

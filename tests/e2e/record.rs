@@ -533,7 +533,10 @@ async fn a_tier_edit_announces_exactly_the_tenants_it_changes() {
         "run",
         &[
             ("TIERFLOW_WEBHOOK_URLS", receiver.url.as_str()),
-            ("TIERFLOW_WEBHOOK_SECRET", "tier-edit-secret-0123"),
+            (
+                "TIERFLOW_WEBHOOK_SECRET",
+                "whsec_dGllcmZsb3ctdGllci1lZGl0LXRlc3Qtc2VjcmV0LTA=",
+            ),
             ("TIERFLOW_POLL_INTERVAL_MS", "200"),
         ],
     )
@@ -794,7 +797,7 @@ async fn editing_a_tier_of_100000_tenants_keeps_the_api_responsive() {
     // Finished when no batch is left to run (a cheap look at the queue; the full check is below,
     // once, so the test's own polling does not load the database the requests use).
     crate::support::wait_until(
-        std::time::Duration::from_secs(240),
+        std::time::Duration::from_secs(480),
         "the fan-out's last batch",
         || async {
             let open: i64 = sqlx::query_scalar(

@@ -205,7 +205,9 @@ impl From<StoreError> for ApiError {
             | StoreError::UnknownTransition(_)
             | StoreError::UnknownOverride(_)
             | StoreError::UnknownHold { .. }
-            | StoreError::UnknownTestClock(_) => ApiError::NotFound(e.to_string()),
+            | StoreError::UnknownTestClock(_)
+            | StoreError::UnknownWebhookEndpoint(_) => ApiError::NotFound(e.to_string()),
+            StoreError::InvalidField { field, detail } => ApiError::field(field, detail),
             StoreError::ClockBackwards { .. } => ApiError::field("to", e.to_string()),
             StoreError::ExpiryInPast { .. } => ApiError::field("expires_at", e.to_string()),
             StoreError::TenantExists(_)

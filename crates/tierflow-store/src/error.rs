@@ -50,6 +50,10 @@ pub enum StoreError {
     )]
     IdempotencyConflict { key: String, operation: String },
     /// A stored row does not parse: the database holds something tierflow never writes.
+    #[error("webhook endpoint {0} is not known; list them with `tierflow webhooks list`")]
+    UnknownWebhookEndpoint(String),
+    #[error("{field}: {detail}")]
+    InvalidField { field: &'static str, detail: String },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -1,11 +1,12 @@
 //! Downstream events: every committed change to a tenant emits one `entitlement.changed` event
-//! per configured webhook endpoint, as a `deliver_event` job written in the change's own
+//! per webhook endpoint (managed through the API, [`crate::webhooks`], or configured by
+//! environment), as a `deliver_event` job written in the change's own
 //! transaction (an outbox): the event exists if and only if the change committed.
 //!
 //! The event carries the full effective entitlement after the change and a stable id,
 //! `<action>:<subject id>` (`transition.downgrade:0190…`, `action.apply_downgrade:0190…`), which is
 //! also the delivery's idempotency key: a receiver that sees an id twice has seen the same event.
-//! With no endpoint configured, the event is only logged.
+//! With no endpoint, the event is only logged.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use sqlx::PgConnection;
 use tierflow_domain::effective::EffectiveEntitlement;
 use tierflow_domain::ids::TenantId;
 use tierflow_queue::{NewJob, enqueue};
+use uuid::Uuid;
 
 use crate::jobs::DeliverEvent;
 use crate::{Context, StoreError};
@@ -84,7 +86,7 @@ pub(crate) async fn announce_change(
     subject_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if ctx.webhooks.is_empty() {
+    if destinations(conn, ctx).await?.is_empty() {
         log_only(
             &event_id(action, subject_id),
             tenant.tenant_id.as_str(),
@@ -132,7 +134,8 @@ pub(crate) async fn emit_many(
     if changes.is_empty() {
         return Ok(());
     }
-    if ctx.webhooks.is_empty() {
+    let to = destinations(conn, ctx).await?;
+    if to.is_empty() {
         tracing::info!(
             action,
             tenants = changes.len(),
@@ -140,27 +143,60 @@ pub(crate) async fn emit_many(
         );
         return Ok(());
     }
-    let mut jobs = Vec::with_capacity(changes.len() * ctx.webhooks.len());
+    let mut jobs = Vec::with_capacity(changes.len() * to.len());
     for (subject_id, entitlement) in changes {
         let event = event_of(action, subject_type, subject_id, entitlement, now);
-        jobs.extend(deliveries(ctx, &event, now)?);
+        jobs.extend(deliveries(ctx, &to, &event, now)?);
     }
     enqueue(conn, jobs).await?;
     Ok(())
 }
 
-/// One `deliver_event` job per configured endpoint for `event`, keyed `<event id>@<endpoint>`.
+/// One endpoint an event goes to: a managed one (by id) or one configured by environment.
+#[derive(Debug, Clone)]
+struct Destination {
+    endpoint_id: Option<Uuid>,
+    url: String,
+}
+
+/// Where an `entitlement.changed` event goes now: the endpoints configured by environment, and
+/// the enabled managed endpoints subscribed to it — read in the change's transaction, so an
+/// endpoint created before the change commits gets its event.
+async fn destinations(
+    conn: &mut PgConnection,
+    ctx: &Context,
+) -> Result<Vec<Destination>, StoreError> {
+    let managed = crate::webhooks::subscribed(conn, ENTITLEMENT_CHANGED).await?;
+    Ok(ctx
+        .webhooks
+        .iter()
+        .map(|url| Destination {
+            endpoint_id: None,
+            url: url.clone(),
+        })
+        .chain(managed.into_iter().map(|(id, url)| Destination {
+            endpoint_id: Some(id),
+            url,
+        }))
+        .collect())
+}
+
+/// One `deliver_event` job per destination for `event`, keyed `<event id>@<endpoint id or URL>`.
 fn deliveries(
     ctx: &Context,
+    to: &[Destination],
     event: &EntitlementChanged,
     now: DateTime<Utc>,
 ) -> Result<Vec<NewJob>, StoreError> {
-    ctx.webhooks
-        .iter()
-        .map(|endpoint| {
-            let key = format!("{}@{endpoint}", event.id);
+    to.iter()
+        .map(|d| {
+            let key = match d.endpoint_id {
+                Some(id) => format!("{}@{id}", event.id),
+                None => format!("{}@{}", event.id, d.url),
+            };
             let job = DeliverEvent {
-                endpoint: endpoint.clone(),
+                endpoint: d.url.clone(),
+                endpoint_id: d.endpoint_id,
                 event: event.clone(),
             };
             Ok(NewJob::new(&job, deliver_at(ctx, now))?.with_key(key))
@@ -201,11 +237,12 @@ pub(crate) async fn emit(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let event = event_of(action, subject_type, subject_id, entitlement, now);
-    if ctx.webhooks.is_empty() {
+    let to = destinations(conn, ctx).await?;
+    if to.is_empty() {
         log_only(&event.id, &event.tenant_id, event.version);
         return Ok(());
     }
-    enqueue(conn, deliveries(ctx, &event, now)?).await?;
+    enqueue(conn, deliveries(ctx, &to, &event, now)?).await?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 //! - [`jobs`] — one module per job kind: payload, policy, handler and effect (exactly once).
 //! - [`reconciler`] — a maintenance service: downgrades pending past their grace end with no live job.
 //! - [`test_clocks`] — test clocks: tenants that live by a frozen time, advanced on demand with their jobs.
+//! - [`webhooks`] — webhook endpoints managed through the API, and Standard Webhooks signing.
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
 //! - [`error`] — [`StoreError`].
@@ -37,6 +38,7 @@ pub mod tenants;
 pub mod test_clocks;
 pub mod tiers;
 pub mod transitions;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -55,7 +57,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The grace period of a downgrade that names none.
     pub default_grace: GracePeriod,
-    /// Webhook endpoints every change is delivered to (none: events are only logged).
+    /// Webhook endpoints configured by environment (`TIERFLOW_WEBHOOK_URLS`), delivered every
+    /// change beside the endpoints managed through the API ([`webhooks`]).
     pub webhooks: Arc<[String]>,
     /// Who is authenticated for the changes made with this context; stored on every audit row.
     pub principal: audit::Principal,

@@ -1,26 +1,41 @@
-//! `deliver_event`'s handler: POSTs one signed `entitlement.changed` event to one webhook
-//! endpoint. The kind (payload, attempts, durable claims) is `tierflow_store::jobs::deliver_event`;
-//! the handler lives here, with the HTTP client.
+//! `deliver_event`'s handler: POSTs one `entitlement.changed` event to one webhook endpoint,
+//! signed as Standard Webhooks specifies ([`crate::webhook`]). The kind (payload, attempts,
+//! retry schedule, durable claims) is `tierflow_store::jobs::deliver_event`; the handler lives
+//! here, with the HTTP client.
 //!
-//! 2xx is delivered. 408, 429 and 5xx, timeouts and connection errors are retried with backoff
-//! (`tierflow_store::jobs::DeliverEvent` sets the attempts); any other 4xx means the endpoint will
-//! never accept this event, so the job is dead at once and shows in `tierflow jobs dead`. Each
-//! delivery is its own job, so a failing endpoint delays only its own events.
+//! - 2xx: delivered.
+//! - `410 Gone`: the endpoint asked for nothing more; it is disabled (audited) and the job is dead.
+//! - 3xx: not followed (a redirect would turn the POST into a body-less GET elsewhere); retried,
+//!   so an operator can fix the endpoint's URL in the meantime.
+//! - any other status, a timeout or a connection error: retried on the schedule of
+//!   `tierflow_store::jobs::deliver_event::RETRY_SCHEDULE` (about three days), or after the
+//!   response's `Retry-After` when it has one. After the last attempt the job is dead and shows
+//!   in `tierflow jobs dead`; `tierflow jobs retry <job>` (or `POST /v1/jobs/{id}/retry`)
+//!   delivers it again.
 //!
-//! A standalone kind: delivery touches no table, so it runs without a transaction — no
-//! connection is held while an endpoint is slow — and its success is recorded by the batching
-//! completer. A crash between the endpoint's 2xx and that record delivers the event again; the
-//! event id (also the `Idempotency-Key`) lets the receiver drop the duplicate.
+//! A managed endpoint's URL, status and secrets are read at each attempt, so a rotation, a URL
+//! fix or a disable applies to queued deliveries too; a disabled or deleted endpoint's deliveries
+//! die with a message saying so. Each delivery is its own job, so a failing endpoint delays only
+//! its own events.
 //!
-//! Payload, kind name and attempts: `tierflow_store::jobs::DeliverEvent`. Tables: none besides
-//! the job's own row. Proven by `crates/tierflow-worker/tests/webhooks.rs`.
+//! A standalone kind: no transaction is held while an endpoint is slow, and its success is
+//! recorded by the batching completer. A crash between the endpoint's 2xx and that record
+//! delivers the event again with the same `webhook-id`, which receivers deduplicate on.
+//!
+//! Tables: `webhook_endpoints` (read; written on 410) besides the job's own row. Proven by
+//! `crates/tierflow-worker/tests/webhooks.rs`.
+
+use std::time::Duration;
 
 use chrono::Utc;
-use tierflow_queue::{HandlerFuture, JobError, Outcome};
+use tierflow_queue::{HandlerFuture, Job, JobError, Outcome};
+use tierflow_store::audit::Principal;
 use tierflow_store::jobs::DeliverEvent;
+use tierflow_store::jobs::deliver_event::MAX_RETRY_AFTER;
+use tierflow_store::webhooks::{self, EndpointStatus};
 
 use crate::WorkerState;
-use crate::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, sign};
+use crate::webhook::{ID_HEADER, SIGNATURE_HEADER, Secret, TIMESTAMP_HEADER, WebhookClient, sign};
 
 /// Webhook deliveries by outcome (delivered, failed_retrying, rejected).
 pub const WEBHOOK_DELIVERIES: &str = "tierflow_webhook_deliveries_total";
@@ -31,48 +46,159 @@ pub fn handle(job: DeliverEvent, state: &WorkerState) -> HandlerFuture<'_> {
         tracing::Span::current().record("tenant_id", job.event.tenant_id.as_str());
         let Some(client) = state.webhooks.as_ref() else {
             return Err(JobError::Permanent(
-                "no webhook secret configured in this worker; set TIERFLOW_WEBHOOK_SECRET and re-drive".into(),
+                "this worker process has no webhook client; re-drive the job on a `tierflow worker`".into(),
             ));
         };
-        let body = serde_json::to_vec(&job.event)
-            .map_err(|e| JobError::Permanent(format!("event does not encode: {e}")))?;
-        let signature = sign(&client.secret, Utc::now().timestamp(), &body);
-        let sent = client
-            .http
-            .post(&job.endpoint)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", &job.event.id)
-            .header(EVENT_ID_HEADER, &job.event.id)
-            .header(SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await;
-        let result = match sent {
-            Ok(r) if r.status().is_success() => {
-                Ok(Outcome::Done(format!("delivered ({})", r.status())))
-            }
-            Ok(r) => {
-                let status = r.status();
-                let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
-                let message = format!("endpoint answered {status}");
-                Err(if retry {
-                    JobError::Retry(message)
-                } else {
-                    JobError::Permanent(message)
-                })
-            }
-            // Without the URL: it may carry a token.
-            Err(e) => Err(JobError::Retry(format!(
-                "delivery failed: {}",
-                e.without_url()
-            ))),
-        };
+        let result = deliver(client, state, &job).await;
         let outcome = match &result {
             Ok(_) => "delivered",
-            Err(JobError::Retry(_) | JobError::Contended(_)) => "failed_retrying",
             Err(JobError::Permanent(_)) => "rejected",
+            Err(_) => "failed_retrying",
         };
         metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
         result
     })
+}
+
+async fn deliver(
+    client: &WebhookClient,
+    state: &WorkerState,
+    job: &DeliverEvent,
+) -> Result<Outcome, JobError> {
+    let (url, secrets) = target(client, job).await?;
+    let body = serde_json::to_vec(&job.event)
+        .map_err(|e| JobError::Permanent(format!("event does not encode: {e}")))?;
+    let timestamp = Utc::now().timestamp();
+    let sent = client
+        .http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header(ID_HEADER, &job.event.id)
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(
+            SIGNATURE_HEADER,
+            sign(&secrets, &job.event.id, timestamp, &body),
+        )
+        .body(body)
+        .send()
+        .await;
+    let r = match sent {
+        Ok(r) => r,
+        // Without the URL: it may carry a token.
+        Err(e) => {
+            return Err(JobError::Retry(format!(
+                "delivery failed: {}",
+                e.without_url()
+            )));
+        }
+    };
+    let status = r.status();
+    if status.is_success() {
+        return Ok(Outcome::Done(format!("delivered ({status})")));
+    }
+    if status == reqwest::StatusCode::GONE {
+        if let Some(id) = job.endpoint_id {
+            let ctx = state.store.acting_as(Principal::job(DeliverEvent::KIND));
+            let mut conn = client.db.acquire().await.map_err(retry_db)?;
+            webhooks::disable_gone(&mut conn, &ctx, id)
+                .await
+                .map_err(|e| JobError::Retry(format!("could not disable endpoint {id}: {e}")))?;
+            tracing::warn!(endpoint_id = %id, "webhook endpoint answered 410 Gone; disabled it");
+        }
+        return Err(JobError::Permanent(
+            "endpoint answered 410 Gone: it is disabled and gets no more events; enable it with `tierflow webhooks enable` to resume".into(),
+        ));
+    }
+    let message = if status.is_redirection() {
+        format!(
+            "endpoint answered {status}; redirects are not followed — set the endpoint's URL to where it points"
+        )
+    } else {
+        format!("endpoint answered {status}")
+    };
+    Err(match retry_after(r.headers()) {
+        Some(after) => JobError::RetryAfter {
+            after,
+            message: format!("{message}; Retry-After {}s", after.as_secs()),
+        },
+        None => JobError::Retry(message),
+    })
+}
+
+/// Where to deliver and with which secrets: a managed endpoint's as they stand now, or the
+/// environment's.
+async fn target(
+    client: &WebhookClient,
+    job: &DeliverEvent,
+) -> Result<(String, Vec<Secret>), JobError> {
+    let Some(id) = job.endpoint_id else {
+        let secret = client.static_secret.clone().ok_or_else(|| {
+            JobError::Permanent(
+                "no TIERFLOW_WEBHOOK_SECRET in this worker for an endpoint configured by environment; set it and re-drive with `tierflow jobs retry`".into(),
+            )
+        })?;
+        return Ok((job.endpoint.clone(), vec![secret]));
+    };
+    let mut conn = client.db.acquire().await.map_err(retry_db)?;
+    let target = webhooks::delivery_target(&mut conn, id, Utc::now())
+        .await
+        .map_err(|e| JobError::Retry(format!("could not read endpoint {id}: {e}")))?;
+    match target {
+        None => Err(JobError::Permanent(format!(
+            "webhook endpoint {id} no longer exists"
+        ))),
+        Some(t) if t.status == EndpointStatus::Disabled => Err(JobError::Permanent(format!(
+            "webhook endpoint {id} is disabled; enable it, then re-deliver with `tierflow jobs retry <job>`"
+        ))),
+        Some(t) => Ok((t.url, t.secrets)),
+    }
+}
+
+fn retry_db(e: sqlx::Error) -> JobError {
+    JobError::Retry(format!("database: {e}"))
+}
+
+/// A `Retry-After` of seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let after = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            (at.with_timezone(&Utc) - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(after.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after", "99999999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        let soon = (Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        h.insert("retry-after", soon.parse().unwrap());
+        let d = retry_after(&h).unwrap().as_secs();
+        assert!((115..=120).contains(&d), "{d}");
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
 }

@@ -3,7 +3,9 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{api, audit, bench, clock, demo, jobs, migrate, tenants, tiers, worker};
+use crate::commands::{
+    api, audit, bench, clock, demo, jobs, migrate, tenants, tiers, webhooks, worker,
+};
 use crate::telemetry::LogArgs;
 
 /// tierflow: the entitlement lifecycle service.
@@ -57,6 +59,9 @@ pub enum Command {
     Jobs(jobs::JobsArgs),
     /// Test clocks: tenants that live by a frozen time, advanced on demand with their jobs.
     Clock(clock::ClockArgs),
+    /// Webhook endpoints: where `entitlement.changed` events go, each with its own Standard
+    /// Webhooks secret (list, create, disable, enable, rotate-secret, new-secret).
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 /// Where the database is.
@@ -94,8 +99,9 @@ pub struct DatabaseArgs {
 /// Where `entitlement.changed` events go (every process that changes tenants needs the same).
 #[derive(Debug, Clone, Args)]
 pub struct EventArgs {
-    /// Webhook endpoint receiving every `entitlement.changed` event; repeat the flag or separate
-    /// URLs with commas in the variable. None: events are only logged.
+    /// A webhook endpoint configured by environment, receiving every `entitlement.changed` event
+    /// beside the endpoints managed with `tierflow webhooks` / `/v1/webhook-endpoints`; repeat
+    /// the flag or separate URLs with commas in the variable.
     #[arg(
         long = "webhook-url",
         env = "TIERFLOW_WEBHOOK_URLS",
@@ -103,7 +109,9 @@ pub struct EventArgs {
         global = true
     )]
     pub webhook_urls: Vec<String>,
-    /// Shared secret that signs deliveries (HMAC-SHA256); required with webhook URLs. Never logged.
+    /// The Standard Webhooks secret (`whsec_…`, make one with `tierflow webhooks new-secret`)
+    /// signing deliveries to the endpoints given by --webhook-url; required with them. Never
+    /// logged. Managed endpoints have secrets of their own.
     #[arg(
         long,
         env = "TIERFLOW_WEBHOOK_SECRET",
@@ -127,7 +135,18 @@ impl EventArgs {
                 "TIERFLOW_WEBHOOK_SECRET must be set when webhook URLs are configured (deliveries are signed)"
             );
         }
+        self.secret()?;
         Ok(())
+    }
+
+    /// The parsed secret for the environment's endpoints, if one is set.
+    pub fn secret(&self) -> anyhow::Result<Option<tierflow_worker::webhook::Secret>> {
+        self.webhook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(tierflow_worker::webhook::Secret::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("TIERFLOW_WEBHOOK_SECRET: {e}"))
     }
 }
 

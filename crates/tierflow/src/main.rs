@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::api::run_both(args).await,
             Command::Jobs(args) => commands::jobs::run(args).await,
             Command::Clock(args) => commands::clock::run(args).await,
+            Command::Webhooks(args) => commands::webhooks::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
             Command::BenchWorker(args) => commands::bench::worker::run(args).await,

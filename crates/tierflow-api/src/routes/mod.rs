@@ -11,6 +11,7 @@ pub mod tenants;
 pub mod test_clocks;
 pub mod tiers;
 pub mod transitions;
+pub mod webhook_endpoints;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use crate::app::AppState;
         (name = "overrides", description = "Temporary limit overrides"),
         (name = "tiers", description = "The tier catalogue"),
         (name = "jobs", description = "The job queue"),
+        (name = "webhooks", description = "Webhook endpoints (admin): where entitlement.changed events go, signed as Standard Webhooks 1.0"),
         (name = "test-clocks", description = "Test clocks: tenants that live by a frozen time, advanced on demand with their jobs"),
         (name = "health", description = "Liveness, readiness, this document"),
     )
@@ -65,4 +67,5 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .merge(tiers::router())
         .merge(jobs::router())
         .merge(test_clocks::router())
+        .merge(webhook_endpoints::router())
 }

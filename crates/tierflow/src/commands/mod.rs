@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod tenants;
 pub mod tiers;
+pub mod webhooks;
 pub mod worker;
 
 /// The principal of changes made from the CLI: the operator's login (`cli:<user>`), whatever

@@ -13,7 +13,7 @@ use tierflow_queue::maintenance::rescuer::RescuerConfig;
 use tierflow_store::Context;
 
 use tierflow_worker::WorkerState;
-use tierflow_worker::webhook::{Secret, WebhookClient};
+use tierflow_worker::webhook::WebhookClient;
 
 use crate::cli::{DatabaseArgs, EventArgs, OpsArgs};
 use crate::{database, shutdown};
@@ -172,13 +172,10 @@ pub fn build_fleet(
     config: FleetConfig,
 ) -> anyhow::Result<tierflow_queue::Fleet<WorkerState>> {
     let store = store_context(events);
-    let webhooks = match events.webhook_secret.clone() {
-        Some(secret) => Some(WebhookClient::new(Secret::new(secret))?),
-        None => None,
-    };
+    let webhooks = Some(WebhookClient::new(pool.clone(), events.secret()?)?);
     tracing::info!(
-        endpoints = events.webhook_urls.len(),
-        "webhook delivery configured"
+        environment_endpoints = events.webhook_urls.len(),
+        "webhook delivery configured (managed endpoints are read from the database)"
     );
     let state = Arc::new(WorkerState {
         store,

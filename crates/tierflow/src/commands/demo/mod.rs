@@ -149,8 +149,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let metrics = tierflow_api::ops::install_recorder().map_err(|e| anyhow::anyhow!(e))?;
 
     // The cast: a downstream receiver, the API, the workers.
-    let secret = format!("demo-{:016x}", rand_u64());
-    let receiver = Receiver::start(&secret, 2).await?;
+    let secret = Secret::generate();
+    let receiver = Receiver::start(secret.clone(), 2).await?;
     let ctx = Context::new(Arc::new(SystemClock)).with_webhooks(vec![receiver.url.clone()]);
     let token = format!("demo-{:016x}{:016x}", rand_u64(), rand_u64());
     let api = Api::build(
@@ -181,7 +181,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let state = Arc::new(WorkerState {
         store: ctx.clone(),
-        webhooks: Some(WebhookClient::new(Secret::new(secret.clone()))?),
+        webhooks: Some(WebhookClient::new(db.pool.clone(), Some(secret))?),
         reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     });
     let fleet = tierflow_worker::fleet::build(db.pool.clone(), state, fleet_config);
@@ -226,7 +226,7 @@ async fn tell(
     let grace = args.grace_secs;
     let suffix = format!("{:04x}", rand_u64() & 0xffff);
     let (acme, globex) = (format!("acme-{suffix}"), format!("globex-{suffix}"));
-    s.say(format!("tierflow demo on {} — API {} · workers for {} job kinds · webhook receiver {} (answers 503 to its first 2 deliveries)", db.target, s.base, tierflow_store::jobs::KINDS.len(), receiver.url));
+    s.say(format!("tierflow demo on {} — API {} · workers for {} job kinds · webhook receiver {} (answers 503, Retry-After: 1, to its first 2 deliveries)", db.target, s.base, tierflow_store::jobs::KINDS.len(), receiver.url));
 
     let tiers = s.ok(Method::GET, "/v1/tiers", None).await?;
     let names: Vec<&str> = tiers
@@ -534,7 +534,7 @@ async fn tell(
         })
         .collect();
     s.say(format!(
-        "webhooks: {} entitlement.changed events delivered, every signature verified; the first {} attempts got 503 and were retried with backoff ({})",
+        "webhooks: {} entitlement.changed events delivered, every signature verified; the first {} attempts got 503 with Retry-After: 1 and were retried when asked ({})",
         delivered.len(),
         failed.len(),
         gaps.join(", ")

@@ -1,5 +1,5 @@
 //! The demo's downstream system: a webhook receiver that verifies every delivery's signature and
-//! answers 503 to the first `fail_first` requests, to show retries with backoff.
+//! answers 503 (with `Retry-After: 1`) to the first `fail_first` requests, to show retries.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use tierflow_worker::webhook::{SIGNATURE_HEADER, Secret, verify};
+use tierflow_worker::webhook::{
+    ID_HEADER, SIGNATURE_HEADER, Secret, TIMESTAMP_HEADER, TOLERANCE_SECS, verify,
+};
 
 /// One delivery the receiver saw.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,10 +39,10 @@ pub struct Receiver {
 
 impl Receiver {
     /// Serves on a free loopback port until the process ends.
-    pub async fn start(secret: &str, fail_first: usize) -> anyhow::Result<Receiver> {
+    pub async fn start(secret: Secret, fail_first: usize) -> anyhow::Result<Receiver> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
-            secret: Secret::new(secret),
+            secret,
             fail_first,
             log: log.clone(),
         };
@@ -61,26 +63,33 @@ impl Receiver {
     }
 }
 
-async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+async fn receive(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let event_id = header(ID_HEADER);
     let valid = verify(
         &s.secret,
-        signature,
+        &event_id,
+        &header(TIMESTAMP_HEADER),
+        &header(SIGNATURE_HEADER),
         &body,
         chrono::Utc::now().timestamp(),
-        300,
+        TOLERANCE_SECS,
     )
     .is_ok();
-    let event_id = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    // Busy answers say when to come back, which tierflow honours over its own schedule.
+    let retry_after = [("retry-after", "1")];
     let Ok(mut log) = s.log.lock() else {
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return (StatusCode::INTERNAL_SERVER_ERROR, retry_after);
     };
     let status = if !valid {
         StatusCode::UNAUTHORIZED
@@ -95,5 +104,5 @@ async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> St
         signature_valid: valid,
         at: Instant::now(),
     });
-    status
+    (status, retry_after)
 }

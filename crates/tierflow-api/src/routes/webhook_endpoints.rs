@@ -1,0 +1,206 @@
+//! `/v1/webhook-endpoints`: the endpoints `entitlement.changed` events are delivered to, each
+//! with its own Standard Webhooks secret and event filter — admin tokens only. A secret is shown
+//! once, in the answer to the create or rotate request that made it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tierflow_store::webhooks::{
+    self, DEFAULT_ROTATION_OVERLAP_SECS, EndpointStatus, EndpointWithSecret, NewEndpoint,
+    WebhookEndpoint,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Admin;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path, Query};
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
+        .routes(routes!(rotate_secret))
+}
+
+/// A new endpoint.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointBody {
+    /// Where deliveries are POSTed: an absolute http(s) URL, at most 2,048 characters.
+    /// Redirects are not followed.
+    #[schema(
+        example = "https://billing.example.com/hooks/tierflow",
+        max_length = 2048
+    )]
+    pub url: String,
+    /// What the endpoint is for, at most 500 characters.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub description: String,
+    /// The event types to deliver; absent or empty: every type.
+    #[serde(default)]
+    #[schema(example = json!(["entitlement.changed"]))]
+    pub event_types: Vec<String>,
+}
+
+/// Every endpoint.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndpointList {
+    pub items: Vec<WebhookEndpoint>,
+}
+
+/// Creates an endpoint with a fresh secret, returned in this answer only.
+#[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    request_body = EndpointBody,
+    responses(
+        (status = 201, description = "the endpoint and its secret (`whsec_…`; shown once)", body = EndpointWithSecret),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 422, description = "invalid field", body = Problem)))]
+async fn create(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Json(body): Json<EndpointBody>,
+) -> Result<(StatusCode, axum::Json<EndpointWithSecret>), ApiError> {
+    let new = NewEndpoint {
+        url: body.url,
+        description: body.description,
+        event_types: body.event_types,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let out = webhooks::create(&mut conn, &caller.context(&state), new).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)))
+}
+
+/// Every endpoint, oldest first, without secrets.
+#[utoipa::path(get, path = "/v1/webhook-endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the endpoints", body = EndpointList),
+        (status = 403, description = "not an admin token", body = Problem)))]
+async fn list(
+    State(state): State<Arc<AppState>>,
+    Admin(_caller): Admin,
+) -> Result<axum::Json<EndpointList>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let items = webhooks::list(&mut conn).await?;
+    Ok(axum::Json(EndpointList { items }))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::Malformed(format!("webhook endpoint id '{id}' is not a UUID")))
+}
+
+/// One endpoint, without its secrets.
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "get_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    responses(
+        (status = 200, description = "the endpoint", body = WebhookEndpoint),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 404, description = "unknown endpoint", body = Problem)))]
+async fn get(
+    State(state): State<Arc<AppState>>,
+    Admin(_caller): Admin,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(axum::Json(webhooks::get(&mut conn, id).await?))
+}
+
+/// Why an endpoint is disabled.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DisableQuery {
+    /// Why, for the audit trail and the endpoint's `disabled_reason`.
+    pub reason: Option<String>,
+}
+
+/// Disables an endpoint: it gets no new events, and its queued deliveries die with a message
+/// saying so (re-deliver them with `POST /v1/jobs/{id}/retry` after enabling it). Disabling a
+/// disabled endpoint changes nothing.
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/disable", operation_id = "disable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    params(("endpoint_id" = Uuid, Path, description = "the endpoint"), DisableQuery),
+    responses(
+        (status = 200, description = "the endpoint", body = WebhookEndpoint),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 404, description = "unknown endpoint", body = Problem)))]
+async fn disable(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<DisableQuery>,
+) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
+    let id = parse_id(&id)?;
+    let reason = q
+        .reason
+        .map(tierflow_domain::ids::Reason::parse)
+        .transpose()?;
+    let reason = reason.as_ref().map(|r| r.as_str());
+    let mut conn = state.pool.acquire().await?;
+    let ctx = caller.context(&state);
+    let out = webhooks::set_status(&mut conn, &ctx, id, EndpointStatus::Disabled, reason).await?;
+    Ok(axum::Json(out))
+}
+
+/// Enables an endpoint (also one disabled by its `410 Gone`): it gets every event from now on.
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/enable", operation_id = "enable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    responses(
+        (status = 200, description = "the endpoint", body = WebhookEndpoint),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 404, description = "unknown endpoint", body = Problem)))]
+async fn enable(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    let ctx = caller.context(&state);
+    let out = webhooks::set_status(&mut conn, &ctx, id, EndpointStatus::Enabled, None).await?;
+    Ok(axum::Json(out))
+}
+
+/// How long the old secret keeps signing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RotateQuery {
+    /// Seconds the old secret keeps signing beside the new one, 0 to 2,592,000 (30 days);
+    /// default 86,400 (a day).
+    #[param(minimum = 0, maximum = 2592000)]
+    pub overlap_seconds: Option<i64>,
+}
+
+/// Replaces the endpoint's secret. Until the overlap ends every delivery carries two signatures,
+/// the new secret's and the old one's, so receivers can switch at their own pace.
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks", security(("bearer" = [])),
+    params(("endpoint_id" = Uuid, Path, description = "the endpoint"), RotateQuery),
+    responses(
+        (status = 200, description = "the endpoint and its new secret (shown once)", body = EndpointWithSecret),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 404, description = "unknown endpoint", body = Problem),
+        (status = 422, description = "overlap out of range", body = Problem)))]
+async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<RotateQuery>,
+) -> Result<axum::Json<EndpointWithSecret>, ApiError> {
+    let id = parse_id(&id)?;
+    let overlap = q.overlap_seconds.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS);
+    let mut conn = state.pool.acquire().await?;
+    let ctx = caller.context(&state);
+    let out = webhooks::rotate_secret(&mut conn, &ctx, id, overlap).await?;
+    Ok(axum::Json(out))
+}
