@@ -44,6 +44,24 @@ fn quick_benchmark_runs_every_section() {
             assert!(!f["how"].as_str().unwrap().is_empty(), "{f}");
         }
     }
+    // Real jobs run in production order (voice_disable and sla_freeze at request, apply_downgrade
+    // at grace end), so each does its work: none is a no-op.
+    let real: Vec<&Value> = figures
+        .iter()
+        .filter(|f| {
+            f["what"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("real transition jobs")
+        })
+        .collect();
+    assert!(!real.is_empty());
+    for f in real {
+        assert!(
+            f["how"].as_str().unwrap().ends_with(", 0 of them no-ops"),
+            "{f}"
+        );
+    }
     // Progress lines went to stderr while it ran.
     assert!(stderr(&out).contains("drain:"));
 }

@@ -4,7 +4,9 @@
 //! - **enqueue** — transition requests through the Rust API (one client, then several), through
 //!   HTTP with 16 concurrent clients, and bulk job inserts;
 //! - **drain** — N pre-enqueued no-op jobs, and the real jobs of N downgrades (each doing its
-//!   domain transaction), with W `bench-worker` processes × concurrency C;
+//!   domain transaction) in production order — `voice_disable`/`sla_freeze` at request time,
+//!   `apply_downgrade` at grace end — with W `bench-worker` processes × concurrency C, counting
+//!   the jobs that found nothing to do;
 //! - **pickup** — no-op jobs enqueued one by one at 100/s: claim − due, and stalls over 100 ms;
 //! - **schedule** — jobs due 0.5–3 s ahead: claim − due;
 //! - **rescue** — kill -9 of a worker holding jobs until they run in another process;
@@ -223,25 +225,22 @@ impl Bench {
 
     /// Jobs per second between the first claim and the last finish of `kinds`.
     async fn drain_rate(&self, kinds: &[&str]) -> anyhow::Result<f64> {
-        let (n, secs): (i64, f64) = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM max(done_at) - min(lock_at))::float8 FROM apalis.jobs
-              WHERE job_type = ANY($1) AND status = 'Done'",
-        )
-        .bind(kinds)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as f64 / secs.max(1e-6))
+        let (n, secs) = self.drain_span(kinds).await?;
+        Ok(n as f64 / secs)
     }
 
-    /// Requests `n` downgrades with a 1 s grace for new tenants named `<prefix><i>`, waits until
-    /// every grace has ended, then drains their jobs with `w` processes × `c`; returns jobs/s.
+    /// The real jobs of `n` downgrades for new tenants named `<prefix><i>`, run in production
+    /// order with `w` processes × `c`: the downgrades are requested with an hour's grace, so
+    /// `voice_disable` and `sla_freeze` are due at once and drain first; then the grace end is
+    /// moved to now (what waiting out the hour would do) and the `apply_downgrade` jobs drain.
+    /// Every job then does its work; any that finds nothing to do is counted as a no-op.
     async fn drain_real(
         &mut self,
         prefix: &str,
         n: usize,
         w: usize,
         c: usize,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<RealDrain> {
         self.clear_jobs().await?;
         provision(self, prefix, n).await?;
         {
@@ -251,19 +250,58 @@ impl Bench {
                 request_transition(
                     &mut tx,
                     &self.ctx,
-                    request(format!("{prefix}{i}"), "starter", 1)?,
+                    request(format!("{prefix}{i}"), "starter", 3600)?,
                 )
                 .await?;
                 tx.commit().await?;
             }
         }
-        tokio::time::sleep(Duration::from_millis(1100)).await; // every grace has ended
         let mut procs = self.workers(w, c)?;
-        let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
-        self.wait_drained(&mut procs, &real, Duration::from_secs(300))
+        let at_request = ["voice_disable", "sla_freeze"];
+        self.wait_drained(&mut procs, &at_request, Duration::from_secs(300))
             .await?;
+        let first = self.drain_span(&at_request).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE tier_transitions SET grace_ends_at = now() - interval '1 second'
+              WHERE status = 'pending' AND tenant_id LIKE $1 || '%'",
+        )
+        .bind(prefix)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE apalis.jobs SET run_at = now() WHERE job_type = 'apply_downgrade' AND status = 'Pending'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.wait_drained(&mut procs, &["apply_downgrade"], Duration::from_secs(300))
+            .await?;
+        let second = self.drain_span(&["apply_downgrade"]).await?;
         procs.stop();
-        self.drain_rate(&real).await
+        let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
+        let no_ops: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = ANY($1) AND status = 'Done'
+                AND last_result ->> 'Ok' LIKE 'no-op%'",
+        )
+        .bind(&real[..])
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RealDrain {
+            jobs: first.0 + second.0,
+            secs: first.1 + second.1,
+            no_ops,
+        })
+    }
+
+    /// Finished jobs of `kinds` and the seconds from the first claim to the last finish.
+    async fn drain_span(&self, kinds: &[&str]) -> anyhow::Result<(i64, f64)> {
+        let (n, secs): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM max(done_at) - min(lock_at))::float8 FROM apalis.jobs
+              WHERE job_type = ANY($1) AND status = 'Done'",
+        )
+        .bind(kinds)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((n, secs.max(1e-6)))
     }
 
     /// Drains `n` no-op jobs with `w` processes × `c`; returns jobs/s.
@@ -276,6 +314,14 @@ impl Bench {
         procs.stop();
         self.drain_rate(&["bench_noop"]).await
     }
+}
+
+/// What a real-job drain did: jobs finished, seconds spent draining them (both phases), and how
+/// many found nothing to do.
+struct RealDrain {
+    jobs: i64,
+    secs: f64,
+    no_ops: i64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -612,17 +658,17 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                 "drain: jobs of {} downgrades (domain transactions), {w} process(es) × {c}",
                 s.real_downgrades
             ));
-            let rate = b
+            let d = b
                 .drain_real(&format!("d{n}-"), s.real_downgrades, w, c)
                 .await?;
             b.record(
                 "drain",
                 format!("real transition jobs, {w} × {c}"),
-                rate,
+                d.jobs as f64 / d.secs,
                 "jobs/s",
                 format!(
-                    "{} jobs (voice_disable, sla_freeze, apply_downgrade)",
-                    3 * s.real_downgrades
+                    "{} jobs in production order (voice_disable and sla_freeze at request, then apply_downgrade at grace end), {} of them no-ops",
+                    d.jobs, d.no_ops
                 ),
             );
         }
