@@ -236,6 +236,32 @@ async fn webhook_endpoints_are_managed_by_admins() {
         "the provision's event is queued for the endpoint"
     );
 
+    for (method, path) in [
+        (Method::GET, "/v1/webhook-endpoints".to_owned()),
+        (Method::GET, format!("/v1/webhook-endpoints/{id}")),
+        (Method::PATCH, format!("/v1/webhook-endpoints/{id}")),
+        (Method::POST, format!("/v1/webhook-endpoints/{id}/disable")),
+        (Method::POST, format!("/v1/webhook-endpoints/{id}/enable")),
+        (
+            Method::POST,
+            format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+        ),
+    ] {
+        let (s, b) = api.service(method.clone(), &path, Some(json!({}))).await;
+        assert_eq!((s, problem_type(&b)), (403, "forbidden"), "{method} {path}");
+    }
+    let (s, e) = api
+        .admin(
+            Method::PATCH,
+            &format!("/v1/webhook-endpoints/{id}"),
+            Some(json!({"url": "https://hooks.example.com/v2?token=abc"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["url"].as_str()),
+        (200, Some("https://hooks.example.com/v2?token=abc")),
+        "{e}"
+    );
     let (s, e) = api
         .admin(
             Method::POST,
@@ -265,6 +291,16 @@ async fn webhook_endpoints_are_managed_by_admins() {
     assert_eq!(s, 200, "{r}");
     assert_ne!(r["secret"], created["secret"]);
     assert!(r["endpoint"]["previous_secret_expires_at"].is_string());
+    // A second rotation during the overlap would drop a secret receivers may still use.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+            None,
+        )
+        .await;
+    assert_eq!((s, problem_type(&b)), (409, "state-conflict"), "{b}");
+    let rotated = r["secret"].as_str().unwrap().to_owned();
     let (s, b) = api
         .admin(
             Method::POST,
@@ -296,10 +332,31 @@ async fn webhook_endpoints_are_managed_by_admins() {
         actions,
         [
             "webhook_endpoint.created",
+            "webhook_endpoint.updated",
             "webhook_endpoint.disabled",
             "webhook_endpoint.enabled",
             "webhook_endpoint.secret_rotated"
         ]
+    );
+    let details: Vec<String> = sqlx::query_scalar(
+        "SELECT details::text FROM audit_events WHERE subject_type = 'webhook_endpoint'",
+    )
+    .fetch_all(api.db.pool())
+    .await
+    .unwrap();
+    for secret in [&secret, &rotated] {
+        assert!(
+            !details.iter().any(|d| d.contains(&secret[6..])),
+            "a secret is in an audit row"
+        );
+        assert!(
+            !api.log_lines().iter().any(|l| l.contains(&secret[6..])),
+            "a secret is in the log"
+        );
+    }
+    assert!(
+        !details.iter().any(|d| d.contains("token=abc")),
+        "a URL's query is not audited"
     );
 }
 
@@ -346,6 +403,10 @@ async fn missing_or_wrong_token_is_401_everywhere() {
         (Method::GET, "/v1/webhook-endpoints"),
         (
             Method::GET,
+            "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000",
+        ),
+        (
+            Method::PATCH,
             "/v1/webhook-endpoints/0190a0a0-0000-7000-8000-000000000000",
         ),
         (
@@ -617,6 +678,7 @@ async fn openapi_document_is_valid_and_matches_the_router() {
         ("POST", "/v1/webhook-endpoints"),
         ("GET", "/v1/webhook-endpoints"),
         ("GET", "/v1/webhook-endpoints/{endpoint_id}"),
+        ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"),
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/disable"),
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),

@@ -95,6 +95,11 @@ impl TestApi {
         }
     }
 
+    /// Every line logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The lines logged at `level` (`"ERROR"`, `"INFO"`, …) so far.
     pub fn lines_at(&self, level: &str) -> Vec<String> {
         self.log

@@ -212,6 +212,17 @@ async fn operators_manage_webhook_endpoints() {
     let rotated = tierflow(&url, &["webhooks", "rotate-secret", &id]);
     assert!(rotated.status.success(), "{}", stderr(&rotated));
     assert!(stdout(&rotated).contains("whsec_") && !stdout(&rotated).contains(&secret));
+    let moved = tierflow(
+        &url,
+        &[
+            "webhooks",
+            "update",
+            &id,
+            "--url",
+            "https://crm.example.com/v2/hooks",
+        ],
+    );
+    assert!(stdout(&moved).contains("/v2/hooks"), "{}", stderr(&moved));
     let off = tierflow(&url, &["webhooks", "disable", &id, "--reason", "moving"]);
     assert!(
         stdout(&off).contains("disabled (moving)"),
@@ -232,14 +243,24 @@ async fn operators_manage_webhook_endpoints() {
 
     let fresh = tierflow(&url, &["webhooks", "new-secret"]);
     assert!(stdout(&fresh).trim().starts_with("whsec_"));
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
         .args(["worker"])
         .env("DATABASE_URL", &url)
         .env("TIERFLOW_WEBHOOK_URLS", "https://crm.example.com/hooks")
         .env("TIERFLOW_WEBHOOK_SECRET", "hunter2-not-a-whsec")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    // It must refuse at start-up; if it ran instead, stop it rather than hang the test.
+    let exited = crate::support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the worker to refuse its secret",
+        || std::future::ready(worker.try_wait().unwrap()),
+    )
+    .await;
+    let o = worker.wait_with_output().unwrap();
+    assert_eq!(exited.code(), Some(1));
     assert!(stderr(&o).contains("whsec_"), "{}", stderr(&o));
     assert!(
         !stderr(&o).contains("hunter2"),

@@ -213,6 +213,7 @@ impl From<StoreError> for ApiError {
             StoreError::TenantExists(_)
             | StoreError::HoldExists { .. }
             | StoreError::ClockBusy(_)
+            | StoreError::RotationOverlap { .. }
             | StoreError::TransitionNotPending { .. }
             | StoreError::OverrideNotActive { .. } => ApiError::StateConflict(e.to_string()),
             StoreError::IdempotencyConflict { .. } => ApiError::IdempotencyConflict(e.to_string()),

@@ -45,9 +45,13 @@ pub enum JobError {
     #[error("{0}")]
     Retry(String),
     /// Try again after `after` (the other side said when, e.g. with `Retry-After`) instead of
-    /// the kind's backoff; the attempt counts.
+    /// the kind's backoff; the attempt counts toward the job's attempts if `counted`.
     #[error("{message}")]
-    RetryAfter { after: Duration, message: String },
+    RetryAfter {
+        after: Duration,
+        counted: bool,
+        message: String,
+    },
     /// Never retry: the job is dead at once.
     #[error("{0}")]
     Permanent(String),
@@ -333,7 +337,12 @@ impl<S: Send + Sync + 'static> Executor<S> {
         let (attempt, backoff) = match e {
             JobError::Permanent(_) => (Attempt::Permanent, Duration::ZERO),
             JobError::Retry(_) => (Attempt::Counted, self.runner.backoff(lease.attempt)),
-            JobError::RetryAfter { after, .. } => (Attempt::Counted, after),
+            JobError::RetryAfter {
+                after,
+                counted: true,
+                ..
+            } => (Attempt::Counted, after),
+            JobError::RetryAfter { after, .. } => (Attempt::NotCounted, after),
             JobError::Contended(_) => (
                 Attempt::NotCounted,
                 CONTENDED_RETRY.mul_f64(0.8 + 0.4 * rand::random::<f64>()),

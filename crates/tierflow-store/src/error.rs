@@ -52,6 +52,13 @@ pub enum StoreError {
     /// A stored row does not parse: the database holds something tierflow never writes.
     #[error("webhook endpoint {0} is not known; list them with `tierflow webhooks list`")]
     UnknownWebhookEndpoint(String),
+    #[error(
+        "webhook endpoint {id}'s previous secret still signs until {ends}; rotate again after that, or now with overlap_seconds=0 to replace both at once"
+    )]
+    RotationOverlap {
+        id: String,
+        ends: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{field}: {detail}")]
     InvalidField { field: &'static str, detail: String },
     #[error("stored data is invalid: {0}")]

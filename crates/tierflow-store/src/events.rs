@@ -86,7 +86,8 @@ pub(crate) async fn announce_change(
     subject_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if destinations(conn, ctx).await?.is_empty() {
+    let to = destinations(conn, ctx).await?;
+    if to.is_empty() {
         log_only(
             &event_id(action, subject_id),
             tenant.tenant_id.as_str(),
@@ -94,17 +95,10 @@ pub(crate) async fn announce_change(
         );
         return Ok(());
     }
-    announce(
-        conn,
-        ctx,
-        &tenant.tenant_id,
-        action,
-        subject_type,
-        subject_id,
-        now,
-    )
-    .await
-    .map(|_| ())
+    let entitlement = crate::tenants::effective_at(conn, &tenant.tenant_id, now).await?;
+    let event = event_of(action, subject_type, subject_id, &entitlement, now);
+    enqueue(conn, deliveries(ctx, &to, &event, now)?).await?;
+    Ok(())
 }
 
 fn event_id(action: &str, subject_id: &str) -> String {

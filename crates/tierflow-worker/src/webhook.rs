@@ -5,8 +5,8 @@ use std::time::Duration;
 
 pub use tierflow_store::webhooks::signature::*;
 
-/// How long one delivery may take.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one delivery may take (Standard Webhooks recommends 15 to 30 s).
+pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What deliveries need: an HTTP client that never follows redirects, the database holding the
 /// managed endpoints (their URLs, status and secrets are read at each delivery, so a rotation or

@@ -18,6 +18,7 @@ use tierflow_store::events::EntitlementChanged;
 use tierflow_store::webhooks::{self, NewEndpoint};
 use tierflow_store::{Context, TransitionRequest, request_transition};
 use tierflow_worker::WorkerState;
+use tierflow_worker::deliver_event::message_id;
 use tierflow_worker::webhook::{Secret, WebhookClient, verify};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,6 +28,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 struct Received {
     at: Instant,
+    /// Wall-clock time of receipt, to compare with the job row's times.
+    wall: chrono::DateTime<chrono::Utc>,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
@@ -63,6 +66,7 @@ impl Receiver {
                     while let Some((headers, body)) = read_request(&mut sock).await {
                         log.lock().unwrap().push(Received {
                             at: Instant::now(),
+                            wall: chrono::Utc::now(),
                             headers,
                             body,
                         });
@@ -293,7 +297,12 @@ async fn the_reference_verifier_accepts_deliveries_before_during_and_after_a_rot
     assert_eq!(check(&second.secret, &r.body), Ok(()));
     assert!(check(&second.secret, b"{}").is_err());
     let event: EntitlementChanged = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(event.id, r.id());
+    assert_eq!(
+        message_id(&event.id),
+        r.id(),
+        "webhook-id is derived from the event id"
+    );
+    assert!(!r.id().contains('.'));
     assert_eq!(event.kind, "entitlement.changed");
     fleet.stop().await;
 }
@@ -305,7 +314,15 @@ async fn the_reference_verifier_accepts_deliveries_before_during_and_after_a_rot
 async fn redirects_are_not_followed_and_410_disables_the_endpoint() {
     let db = db().await;
     let target = Receiver::ok().await;
-    let moved = Receiver::start(vec![], (301, format!("location: {}\r\n", target.url))).await;
+    // It also says to come back in an hour, so the test sees exactly one attempt.
+    let moved = Receiver::start(
+        vec![],
+        (
+            301,
+            format!("location: {}\r\nretry-after: 3600\r\n", target.url),
+        ),
+    )
+    .await;
     let gone = Receiver::start(vec![], (410, String::new())).await;
     let (moved_id, _) = endpoint(db.pool(), &moved.url).await;
     let (gone_id, _) = endpoint(db.pool(), &gone.url).await;
@@ -371,7 +388,8 @@ async fn redirects_are_not_followed_and_410_disables_the_endpoint() {
 }
 
 /// `Retry-After: 3` replaces the schedule's first wait (5 s): the row's next run is 3 s after the
-/// failure, and the endpoint hears the retry no sooner.
+/// failure, the endpoint hears the retry no sooner, and (in the event's first hour) the refused
+/// attempt is not counted against the schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_sets_the_next_attempt() {
     let db = db().await;
@@ -385,28 +403,27 @@ async fn retry_after_sets_the_next_attempt() {
     ));
     provision(db.pool(), &ctx, "acme").await;
     let job = job_for(db.pool(), id).await;
-    let wait: f64 = wait_until(
-        Duration::from_secs(15),
-        "the first attempt to fail",
-        || async {
-            sqlx::query_scalar::<_, f64>(
-                "SELECT extract(epoch FROM run_at - now())::float8 FROM apalis.jobs
-              WHERE id = $1 AND status = 'Failed'",
-            )
-            .bind(&job)
-            .fetch_optional(db.pool())
-            .await
-            .unwrap()
-        },
-    )
-    .await;
-    assert!((1.5..=3.05).contains(&wait), "next attempt in {wait} s");
     wait_for_status(db.pool(), &job, "Done", Duration::from_secs(15)).await;
     let got = receiver.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].id(), got[1].id(), "a retry keeps its webhook-id");
+    // The retry's due time (kept in the row) is 3 s after the refused attempt — not the
+    // schedule's 5 s (at least 4.5 s with jitter) — and the endpoint heard no sooner.
+    let run_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT run_at FROM apalis.jobs WHERE id = $1")
+            .bind(&job)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let wait = (run_at - got[0].wall).as_seconds_f64();
+    assert!(
+        (2.9..4.5).contains(&wait),
+        "retry due {wait} s after the 503"
+    );
     let gap = (got[1].at - got[0].at).as_secs_f64();
     assert!(gap >= 2.9, "retried after {gap} s");
+    // In the event's first hour an answer with Retry-After spends no attempt: one counted.
+    assert_eq!(job_state(db.pool(), &job).await.1, 1);
     fleet.stop().await;
 }
 

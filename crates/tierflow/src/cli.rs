@@ -124,10 +124,9 @@ pub struct EventArgs {
 impl EventArgs {
     /// Checks the endpoints and the secret together.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for url in &self.webhook_urls {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                anyhow::bail!("webhook URL {url:?} must start with http:// or https://");
-            }
+        for (i, url) in self.webhook_urls.iter().enumerate() {
+            tierflow_store::webhooks::check_url(url)
+                .map_err(|e| anyhow::anyhow!("TIERFLOW_WEBHOOK_URLS, URL {}: {e}", i + 1))?;
         }
         if !self.webhook_urls.is_empty() && self.webhook_secret.as_deref().unwrap_or("").is_empty()
         {

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tierflow_store::webhooks::{
-    self, DEFAULT_ROTATION_OVERLAP_SECS, EndpointStatus, EndpointWithSecret, NewEndpoint,
-    WebhookEndpoint,
+    self, DEFAULT_ROTATION_OVERLAP_SECS, EndpointStatus, EndpointUpdate, EndpointWithSecret,
+    NewEndpoint, WebhookEndpoint,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +23,7 @@ use crate::extract::{Json, Path, Query};
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
-        .routes(routes!(get))
+        .routes(routes!(get, update))
         .routes(routes!(disable))
         .routes(routes!(enable))
         .routes(routes!(rotate_secret))
@@ -115,6 +115,47 @@ async fn get(
     Ok(axum::Json(webhooks::get(&mut conn, id).await?))
 }
 
+/// What to change; absent fields stay as they are.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    /// The new URL (an absolute http(s) URL, at most 2,048 characters).
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+    /// The event types to deliver; empty: every type.
+    pub event_types: Option<Vec<String>>,
+}
+
+/// Changes an endpoint's URL, description or event filter; its secret and status stay. Queued
+/// and dead deliveries go to the new URL (each attempt reads the endpoint as it is then).
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "update_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    request_body = EndpointPatch,
+    responses(
+        (status = 200, description = "the endpoint", body = WebhookEndpoint),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 403, description = "not an admin token", body = Problem),
+        (status = 404, description = "unknown endpoint", body = Problem),
+        (status = 422, description = "invalid field", body = Problem)))]
+async fn update(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Json(body): Json<EndpointPatch>,
+) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
+    let id = parse_id(&id)?;
+    let change = EndpointUpdate {
+        url: body.url,
+        description: body.description,
+        event_types: body.event_types,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let out = webhooks::update(&mut conn, &caller.context(&state), id, change).await?;
+    Ok(axum::Json(out))
+}
+
 /// Why an endpoint is disabled.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +231,7 @@ pub struct RotateQuery {
         (status = 400, description = "the id is not a UUID", body = Problem),
         (status = 403, description = "not an admin token", body = Problem),
         (status = 404, description = "unknown endpoint", body = Problem),
+        (status = 409, description = "the previous rotation's overlap is still running", body = Problem),
         (status = 422, description = "overlap out of range", body = Problem)))]
 async fn rotate_secret(
     State(state): State<Arc<AppState>>,

@@ -49,7 +49,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 impl Job for DeliverEvent {
     const KIND: &'static str = "deliver_event";
     const MAX_ATTEMPTS: i32 = RETRY_SCHEDULE.len() as i32 + 1;
-    const TIMEOUT: Duration = Duration::from_secs(15);
+    // Above the HTTP client's 15 s plus the endpoint read and the 410 write.
+    const TIMEOUT: Duration = Duration::from_secs(25);
     // An event must never announce a change a crash or failover then takes back.
     const DURABLE_CLAIM: bool = true;
 

@@ -59,11 +59,20 @@ pub struct WebhookEndpoint {
 }
 
 /// An endpoint with the secret just made for it: shown once, to its creator or rotator.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct EndpointWithSecret {
     pub endpoint: WebhookEndpoint,
     /// `whsec_…`: verify deliveries with it (Standard Webhooks). Not shown again.
     pub secret: String,
+}
+
+impl std::fmt::Debug for EndpointWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointWithSecret")
+            .field("endpoint", &self.endpoint)
+            .field("secret", &"whsec_…")
+            .finish()
+    }
 }
 
 /// A new endpoint.
@@ -90,24 +99,10 @@ fn invalid(field: &'static str, detail: impl Into<String>) -> StoreError {
     }
 }
 
-/// Checks an endpoint URL: absolute http(s), a host, no whitespace or control characters.
+/// Checks an endpoint URL: at most 2,048 characters, absolute http(s) with a host, no
+/// `user:password@`, no whitespace or control characters. The URL itself is not echoed: it may
+/// carry a token.
 pub fn check_url(url: &str) -> Result<(), StoreError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| {
-            invalid(
-                "url",
-                format!("'{url}' must start with https:// or http://"),
-            )
-        })?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.contains('@') {
-        return Err(invalid(
-            "url",
-            "the URL needs a host and no user:password part (put credentials in the path or a query token)",
-        ));
-    }
     if url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid(
             "url",
@@ -116,24 +111,49 @@ pub fn check_url(url: &str) -> Result<(), StoreError> {
             ),
         ));
     }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(invalid(
+            "url",
+            "the URL must start with https:// or http://",
+        ));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| invalid("url", format!("the URL does not parse ({e})")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("url", "the URL needs a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "url",
+            "the URL must not carry a user:password@ part; an endpoint authenticates deliveries by their signature",
+        ));
+    }
     Ok(())
+}
+
+/// The URL without its query and fragment, for audit rows: a query may carry a token.
+fn audited_url(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or_default().to_owned()
 }
 
 fn check(new: &NewEndpoint) -> Result<(), StoreError> {
     check_url(&new.url)?;
-    if new.description.chars().count() > MAX_DESCRIPTION_LEN
-        || new.description.chars().any(|c| c.is_control() && c != '\n')
-    {
+    check_description(&new.description)?;
+    check_event_types(&new.event_types)
+}
+
+fn check_description(d: &str) -> Result<(), StoreError> {
+    if d.chars().count() > MAX_DESCRIPTION_LEN || d.chars().any(|c| c.is_control() && c != '\n') {
         return Err(invalid(
             "description",
             format!("at most {MAX_DESCRIPTION_LEN} characters, no control characters"),
         ));
     }
-    if let Some(bad) = new
-        .event_types
-        .iter()
-        .find(|t| !EVENT_TYPES.contains(&t.as_str()))
-    {
+    Ok(())
+}
+
+fn check_event_types(types: &[String]) -> Result<(), StoreError> {
+    if let Some(bad) = types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
         return Err(invalid(
             "event_types",
             format!(
@@ -244,7 +264,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let endpoint = WebhookEndpoint::try_from(row)?;
-    let details = serde_json::json!({ "url": endpoint.url, "event_types": endpoint.event_types });
+    let details = serde_json::json!({
+        "url": audited_url(&endpoint.url), "event_types": endpoint.event_types,
+    });
     audit(
         &mut tx,
         ctx,
@@ -286,6 +308,73 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<WebhookEndpoint, S
     .await?;
     row.ok_or_else(|| StoreError::UnknownWebhookEndpoint(id.to_string()))?
         .try_into()
+}
+
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointUpdate {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+}
+
+/// Changes an endpoint's URL, description or event filter (its secret and status stay). Queued
+/// and dead deliveries follow: each attempt reads the endpoint as it is then, so an endpoint that
+/// moved gets its backlog at the new URL. Audited with the URL before and after.
+pub async fn update(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    id: Uuid,
+    change: EndpointUpdate,
+) -> Result<WebhookEndpoint, StoreError> {
+    if let Some(u) = &change.url {
+        check_url(u)?;
+    }
+    if let Some(d) = &change.description {
+        check_description(d)?;
+    }
+    if let Some(t) = &change.event_types {
+        check_event_types(t)?;
+    }
+    let now = ctx.clock.now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT url FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let before = before.ok_or_else(|| StoreError::UnknownWebhookEndpoint(id.to_string()))?;
+    let row: Row = sqlx::query_as(concat!(
+        "UPDATE webhook_endpoints
+            SET url = coalesce($2, url), description = coalesce($3, description),
+                event_types = coalesce($4, event_types), updated_at = $5
+          WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(&change.url)
+    .bind(&change.description)
+    .bind(&change.event_types)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let endpoint = WebhookEndpoint::try_from(row)?;
+    let details = serde_json::json!({
+        "url_before": audited_url(&before), "url": audited_url(&endpoint.url),
+        "event_types": endpoint.event_types,
+    });
+    audit(
+        &mut tx,
+        ctx,
+        now,
+        "webhook_endpoint.updated",
+        id,
+        None,
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(endpoint)
 }
 
 /// Enables or disables an endpoint (idempotent: setting the status it has changes nothing and
@@ -348,6 +437,22 @@ pub async fn rotate_secret(
     let secret = Secret::generate();
     let until = now + chrono::Duration::seconds(overlap_secs);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // A second rotation while the first one's overlap runs would drop the secret receivers may
+    // still verify with; only one with no overlap (replace everything now) may cut it short.
+    let overlap_ends: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT previous_secret_expires_at FROM webhook_endpoints WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let overlap_ends =
+        overlap_ends.ok_or_else(|| StoreError::UnknownWebhookEndpoint(id.to_string()))?;
+    if let Some(ends) = overlap_ends.filter(|e| *e > now && overlap_secs > 0) {
+        return Err(StoreError::RotationOverlap {
+            id: id.to_string(),
+            ends,
+        });
+    }
     let row: Option<Row> = sqlx::query_as(concat!(
         "UPDATE webhook_endpoints
             SET previous_secret = CASE WHEN $4 > 0 THEN secret END,

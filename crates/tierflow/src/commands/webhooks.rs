@@ -1,4 +1,4 @@
-//! `tierflow webhooks list|create|disable|enable|rotate-secret|new-secret`: the endpoints that
+//! `tierflow webhooks list|create|update|disable|enable|rotate-secret|new-secret`: the endpoints that
 //! `entitlement.changed` events are delivered to, each with its own Standard Webhooks secret (the
 //! same operations as the admin API's `/v1/webhook-endpoints`). A secret is printed once, by the
 //! command that made it. A dead delivery is re-delivered with `tierflow jobs retry <job>`.
@@ -41,6 +41,21 @@ pub enum WebhooksCommand {
         event_types: Vec<String>,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// Change an endpoint's URL, description or event types (queued and dead deliveries follow
+    /// it to the new URL).
+    Update {
+        id: Uuid,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// An event type to deliver (repeatable); replaces the list.
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        /// Deliver every event type (clears the list).
+        #[arg(long, conflicts_with = "event_types")]
+        all_events: bool,
     },
     /// Stop deliveries to an endpoint; its queued ones die, saying so.
     Disable {
@@ -124,13 +139,35 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        WebhooksCommand::Update {
+            id,
+            url,
+            description,
+            event_types,
+            all_events,
+        } => {
+            let event_types = match (all_events, event_types.is_empty()) {
+                (true, _) => Some(vec![]),
+                (false, true) => None,
+                (false, false) => Some(event_types),
+            };
+            let change = webhooks::EndpointUpdate {
+                url,
+                description,
+                event_types,
+            };
+            print(&webhooks::update(&mut conn, &ctx, id, change).await?);
+        }
         WebhooksCommand::Disable { id, reason } => {
+            let reason = reason
+                .map(tierflow_domain::ids::Reason::parse)
+                .transpose()?;
             let e = webhooks::set_status(
                 &mut conn,
                 &ctx,
                 id,
                 EndpointStatus::Disabled,
-                reason.as_deref(),
+                reason.as_ref().map(|r| r.as_str()),
             )
             .await?;
             print(&e);
