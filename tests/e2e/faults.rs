@@ -296,7 +296,7 @@ impl Scene {
     }
 }
 
-/// A fake downstream system: answers 200 to every webhook and keeps every delivered event, by id.
+/// A fake downstream system: answers 200 to every webhook and keeps every delivered event, by its id.
 pub(crate) struct Receiver {
     pub(crate) url: String,
     got: Arc<Mutex<HashMap<String, Vec<serde_json::Value>>>>,
@@ -313,12 +313,12 @@ impl Receiver {
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let log = log.clone();
                 async move {
-                    let id = headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let event = serde_json::from_slice(&body).unwrap_or_default();
+                    // By the event's own id (the body's), which the stored job carries too;
+                    // `webhook-id` is derived from it.
+                    let event: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    let id = event["id"].as_str().unwrap_or_default().to_owned();
+                    assert!(headers.contains_key("webhook-signature"));
                     log.lock().unwrap().entry(id).or_default().push(event);
                     "ok"
                 }
