@@ -34,10 +34,14 @@ pub enum WebhooksCommand {
         /// Where deliveries are POSTed (http or https; redirects are not followed).
         url: String,
         /// What it is for.
-        #[arg(long, default_value = "")]
+        #[arg(long, env = "TIERFLOW_WEBHOOK_DESCRIPTION", default_value = "")]
         description: String,
         /// An event type to deliver (repeatable) [default: every type].
-        #[arg(long = "event-type")]
+        #[arg(
+            long = "event-type",
+            env = "TIERFLOW_WEBHOOK_EVENT_TYPES",
+            value_delimiter = ','
+        )]
         event_types: Vec<String>,
         #[command(flatten)]
         out: OutputArgs,
@@ -46,22 +50,32 @@ pub enum WebhooksCommand {
     /// it to the new URL).
     Update {
         id: Uuid,
-        #[arg(long)]
+        /// The new URL (http or https).
+        #[arg(long, env = "TIERFLOW_WEBHOOK_URL")]
         url: Option<String>,
-        #[arg(long)]
+        /// The new description.
+        #[arg(long, env = "TIERFLOW_WEBHOOK_DESCRIPTION")]
         description: Option<String>,
         /// An event type to deliver (repeatable); replaces the list.
-        #[arg(long = "event-type")]
+        #[arg(
+            long = "event-type",
+            env = "TIERFLOW_WEBHOOK_EVENT_TYPES",
+            value_delimiter = ','
+        )]
         event_types: Vec<String>,
         /// Deliver every event type (clears the list).
-        #[arg(long, conflicts_with = "event_types")]
+        #[arg(
+            long,
+            env = "TIERFLOW_WEBHOOK_ALL_EVENTS",
+            conflicts_with = "event_types"
+        )]
         all_events: bool,
     },
     /// Stop deliveries to an endpoint; its queued ones die, saying so.
     Disable {
         id: Uuid,
         /// Why, for the audit trail.
-        #[arg(long)]
+        #[arg(long, env = "TIERFLOW_REASON")]
         reason: Option<String>,
     },
     /// Resume deliveries to an endpoint (also one disabled by its 410 Gone).
@@ -70,7 +84,8 @@ pub enum WebhooksCommand {
     /// it for --overlap-secs, so receivers can switch without failed checks.
     RotateSecret {
         id: Uuid,
-        #[arg(long, default_value_t = DEFAULT_ROTATION_OVERLAP_SECS)]
+        /// Seconds the old secret keeps signing beside the new one (0: replace it now).
+        #[arg(long, env = "TIERFLOW_WEBHOOK_OVERLAP_SECS", default_value_t = DEFAULT_ROTATION_OVERLAP_SECS)]
         overlap_secs: i64,
         #[command(flatten)]
         out: OutputArgs,
