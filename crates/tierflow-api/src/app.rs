@@ -53,6 +53,7 @@ impl Api {
             max_body_bytes: config.max_body_bytes,
         });
         let router = routes
+            .merge(crate::console::router())
             .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
             .method_not_allowed_fallback(|| async {
                 ApiError::MethodNotAllowed("this route does not take that method; see /openapi.json".into())

@@ -49,8 +49,14 @@ impl Tokens {
         )
     }
 
+    /// Whether a token named `name` with `role` is configured (a console session stays valid
+    /// only while its token does).
+    pub(crate) fn has(&self, name: &str, role: Role) -> bool {
+        self.0.iter().any(|(n, r, _)| n == name && *r == role)
+    }
+
     /// The caller a presented secret belongs to. Every configured token is compared, matched or not.
-    fn find(&self, presented: &str) -> Option<Caller> {
+    pub(crate) fn find(&self, presented: &str) -> Option<Caller> {
         let d = digest(presented);
         let mut found = None;
         for (name, role, known) in &self.0 {

@@ -14,11 +14,13 @@
 //! - [`error`] — [`ApiError`], the only type that becomes an HTTP error response.
 //! - [`extract`] — JSON, path, query and `Idempotency-Key` extractors that reject with [`ApiError`].
 //! - [`routes`] — one module per resource.
+//! - [`console`] — the operator console under `/console`: server-rendered pages, sessions.
 //! - [`ops`] — `/metrics`, `/healthz`, `/readyz` on their own listener, for every process.
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod listener;

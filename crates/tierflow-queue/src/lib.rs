@@ -25,6 +25,8 @@
 //! - [`retry`] — exponential backoff with jitter.
 //! - [`metrics`], [`depth`] — metric names and recording; queue depth sampled once per fleet.
 //! - [`admin`] — what operators do: stats, list, dead jobs, re-drive, cancel.
+//! - [`inspect`] — what the operator console reads: depth, last hour's throughput and latency, a
+//!   job in full, the fleet.
 //! - [`schema`] — the apalis migrations.
 //! - [`error`] — [`QueueError`].
 
@@ -36,6 +38,7 @@ pub mod error;
 pub mod executor;
 pub mod fleet;
 pub mod heartbeat;
+pub mod inspect;
 pub mod job;
 pub mod lease;
 pub mod maintenance;

@@ -21,13 +21,17 @@
 //! - [`webhooks`] — webhook endpoints managed through the API, and Standard Webhooks signing.
 //! - [`events`] — `entitlement.changed` events for webhook endpoints, written as jobs in the change's transaction.
 //! - [`audit`], [`idempotency`] — the audit trail and replay of idempotent requests.
+//! - [`job_actions`] — an operator's re-drive or cancel of one job, refused or audited.
+//! - [`console`] — the operator console's sessions and reads (overview, recent audit, search).
 //! - [`error`] — [`StoreError`].
 
 pub mod audit;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod holds;
 pub mod idempotency;
+pub mod job_actions;
 pub mod jobs;
 pub mod metrics;
 pub mod migrate;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde::Deserialize;
 use tierflow_queue::JobState;
-use tierflow_queue::admin::{self, AdminRefusal, JobRow};
+use tierflow_queue::admin::{self, JobRow};
+use tierflow_store::job_actions::{self, JobActionRefusal};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -72,12 +73,13 @@ async fn list(
               (status = 422, description = "job_id is not a job id", body = Problem)))]
 async fn retry(
     State(state): State<Arc<AppState>>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(job_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     check_job_id(&job_id)?;
     let mut conn = state.pool.acquire().await?;
-    let row = admin::retry(&mut conn, &job_id).await?;
+    // Audited with the caller's principal (tierflow_store::job_actions).
+    let row = job_actions::redrive(&mut conn, &admin.context(&state), &job_id).await?;
     answer(row, &job_id, "re-drive", "only Dead or Cancelled jobs")
 }
 
@@ -90,33 +92,31 @@ async fn retry(
               (status = 422, description = "job_id is not a job id", body = Problem)))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(job_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     check_job_id(&job_id)?;
     let mut conn = state.pool.acquire().await?;
-    if let Some(job) = admin::get(&mut conn, &job_id).await?
-        && let Some(why) =
-            tierflow_store::jobs::cancel_refusal(&mut conn, &job.kind, job.key.as_deref()).await?
-    {
-        return Err(ApiError::StateConflict(why));
-    }
-    let row = admin::cancel(&mut conn, &job_id).await?;
+    // Refuses a pending transition's own jobs; audited with the caller's principal.
+    let row = job_actions::cancel(&mut conn, &admin.context(&state), &job_id).await?;
     answer(row, &job_id, "cancel", "only Pending or Failed jobs")
 }
 
 fn answer(
-    row: Result<JobRow, AdminRefusal>,
+    row: Result<JobRow, JobActionRefusal>,
     id: &str,
     action: &str,
     allowed: &str,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     match row {
         Ok(row) => Ok(axum::Json(to_json(&row)?)),
-        Err(AdminRefusal::NotFound) => Err(ApiError::NotFound(format!("no job with id '{id}'"))),
-        Err(AdminRefusal::WrongState(s)) => Err(ApiError::StateConflict(format!(
+        Err(JobActionRefusal::NotFound) => {
+            Err(ApiError::NotFound(format!("no job with id '{id}'")))
+        }
+        Err(JobActionRefusal::WrongState(s)) => Err(ApiError::StateConflict(format!(
             "cannot {action} job {id}: it is {s}; {allowed} can be"
         ))),
+        Err(JobActionRefusal::OwnedByTransition(why)) => Err(ApiError::StateConflict(why)),
     }
 }
 
