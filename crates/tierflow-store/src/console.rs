@@ -4,7 +4,7 @@
 //!
 //! Every read here walks an index (the overview's are named beside each query and checked with
 //! `EXPLAIN` in the README's console section), so the console stays cheap on a large installation.
-//! Sessions are rows (see `migrations/20261215000016_console_sessions.sql` for why): the cookie's
+//! Sessions are rows (see `migrations/20261202000016_console_sessions.sql` for why): the cookie's
 //! random id is stored only as its SHA-256, and the API token never.
 
 use chrono::{DateTime, Utc};
