@@ -129,6 +129,19 @@ async fn operators_list_and_redrive_dead_jobs() {
     .await
     .unwrap();
     assert_eq!(state, ("Pending".into(), 0));
+    // The re-drive is in the audit trail with the operator's principal; the refused one is not.
+    let audited: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT action, principal, principal_role FROM audit_events WHERE subject_type = 'job'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].0, "job.redriven");
+    assert!(
+        audited[0].1.starts_with("cli:") && audited[0].2 == "operator",
+        "{audited:?}"
+    );
     let again = tierflow(&url, &["jobs", "retry", "01DEAD0000000000000000000A"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
@@ -145,6 +158,12 @@ async fn operators_list_and_redrive_dead_jobs() {
     let stats = tierflow(&url, &["jobs", "stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats[0]["state"], "due");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE subject_type = 'job'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(audited, 1, "refused re-drives leave no audit row");
 }
 
 /// Operators provision a tenant, read its entitlement and its history from the command line.

@@ -3,7 +3,8 @@
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use tierflow_queue::JobState;
-use tierflow_queue::admin::{self, AdminRefusal, JobRow};
+use tierflow_queue::admin::{self, JobRow};
+use tierflow_store::job_actions::{self, JobActionRefusal};
 
 use crate::cli::{DatabaseArgs, OutputArgs};
 use crate::database;
@@ -57,6 +58,8 @@ pub enum JobsCommand {
 pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     let db = database::connect(&args.db).await?;
     let mut conn = db.pool.acquire().await?;
+    let ctx = tierflow_store::Context::new(std::sync::Arc::new(tierflow_domain::SystemClock))
+        .acting_as(super::operator());
     match args.command {
         JobsCommand::Stats(out) => {
             let rows = admin::stats(&mut conn).await?;
@@ -89,7 +92,8 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             let rows = admin::list(&mut conn, Some("Dead"), None, limit).await?;
             print_jobs(&rows, out.json)?;
         }
-        JobsCommand::Retry { id } => match admin::retry(&mut conn, &id).await? {
+        // Both audited with the operator's principal, like the API's and the console's.
+        JobsCommand::Retry { id } => match job_actions::redrive(&mut conn, &ctx, &id).await? {
             Ok(row) => println!(
                 "job {} ({}) is due again with {} attempts",
                 row.id, row.kind, row.max_attempts
@@ -101,34 +105,26 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                 "only Dead or Cancelled jobs"
             )),
         },
-        JobsCommand::Cancel { id } => {
-            if let Some(job) = admin::get(&mut conn, &id).await?
-                && let Some(why) =
-                    tierflow_store::jobs::cancel_refusal(&mut conn, &job.kind, job.key.as_deref())
-                        .await?
-            {
-                bail!("cannot cancel job {id}: {why}");
-            }
-            match admin::cancel(&mut conn, &id).await? {
-                Ok(row) => println!("job {} ({}) cancelled", row.id, row.kind),
-                Err(refusal) => bail!(refused(
-                    "cancel",
-                    &id,
-                    refusal,
-                    "only Pending or Failed jobs"
-                )),
-            }
-        }
+        JobsCommand::Cancel { id } => match job_actions::cancel(&mut conn, &ctx, &id).await? {
+            Ok(row) => println!("job {} ({}) cancelled", row.id, row.kind),
+            Err(refusal) => bail!(refused(
+                "cancel",
+                &id,
+                refusal,
+                "only Pending or Failed jobs"
+            )),
+        },
     }
     Ok(())
 }
 
-fn refused(action: &str, id: &str, refusal: AdminRefusal, allowed: &str) -> String {
+fn refused(action: &str, id: &str, refusal: JobActionRefusal, allowed: &str) -> String {
     match refusal {
-        AdminRefusal::NotFound => format!("no job with id '{id}'; see `tierflow jobs list`"),
-        AdminRefusal::WrongState(s) => {
+        JobActionRefusal::NotFound => format!("no job with id '{id}'; see `tierflow jobs list`"),
+        JobActionRefusal::WrongState(s) => {
             format!("cannot {action} job {id}: it is {s}; {allowed} can be")
         }
+        JobActionRefusal::OwnedByTransition(why) => format!("cannot {action} job {id}: {why}"),
     }
 }
 
