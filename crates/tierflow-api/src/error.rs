@@ -63,47 +63,106 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The class of a problem: its `type` URI. Clients branch on this, never on `detail`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(example = "https://tierflow.dev/problems/not-found")]
+/// The class of a problem: its `type` URI (`https://tierflow.dev/problems/<slug>`). Clients
+/// branch on this, never on `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
     /// 400: the request is malformed (JSON syntax, a path id, a query value, a header).
-    #[serde(rename = "https://tierflow.dev/problems/malformed-request")]
     MalformedRequest,
     /// 401: no valid bearer token.
-    #[serde(rename = "https://tierflow.dev/problems/unauthorized")]
     Unauthorized,
     /// 403: the token's role may not do this (admin-only routes).
-    #[serde(rename = "https://tierflow.dev/problems/forbidden")]
     Forbidden,
     /// 404: no such tenant, tier, transition, override, hold, test clock, job or route.
-    #[serde(rename = "https://tierflow.dev/problems/not-found")]
     NotFound,
     /// 405: the route does not take that method.
-    #[serde(rename = "https://tierflow.dev/problems/method-not-allowed")]
     MethodNotAllowed,
     /// 409: the request conflicts with the current state.
-    #[serde(rename = "https://tierflow.dev/problems/state-conflict")]
     StateConflict,
     /// 409: the idempotency key was used for a different request.
-    #[serde(rename = "https://tierflow.dev/problems/idempotency-conflict")]
     IdempotencyConflict,
     /// 413: the body is over the server's limit.
-    #[serde(rename = "https://tierflow.dev/problems/payload-too-large")]
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
-    #[serde(rename = "https://tierflow.dev/problems/unsupported-media-type")]
     UnsupportedMediaType,
     /// 422: a body field (or a query value) is missing, unknown, of the wrong type or out of range.
-    #[serde(rename = "https://tierflow.dev/problems/validation-failed")]
     ValidationFailed,
     /// 503: the database cannot serve now; retry after `Retry-After` seconds.
-    #[serde(rename = "https://tierflow.dev/problems/unavailable")]
     Unavailable,
     /// 500: a bug or corrupt data, logged with the request's `X-Request-Id`.
-    #[serde(rename = "https://tierflow.dev/problems/internal")]
     Internal,
 }
+
+impl ProblemType {
+    /// Every type, in the order the document lists them.
+    pub const ALL: [ProblemType; 12] = [
+        Self::MalformedRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::StateConflict,
+        Self::IdempotencyConflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::ValidationFailed,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The last segment of the URI; stable (clients match on it).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed-request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::StateConflict => "state-conflict",
+            Self::IdempotencyConflict => "idempotency-conflict",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::ValidationFailed => "validation-failed",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The `type` URI.
+    pub fn uri(self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug())
+    }
+}
+
+impl Serialize for ProblemType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.uri())
+    }
+}
+
+/// An enum of the URIs, serialized the same way ([`ProblemType::uri`]); `x-enum-varnames` gives
+/// generated clients readable names (`NOT_FOUND`) for them.
+impl utoipa::PartialSchema for ProblemType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names: Vec<String> = Self::ALL
+            .iter()
+            .map(|t| t.slug().to_uppercase().replace('-', "_"))
+            .collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "The class of a problem; clients branch on this, never on `detail`.",
+            ))
+            .enum_values(Some(Self::ALL.iter().map(|t| t.uri())))
+            .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([
+                ("x-enum-varnames", serde_json::json!(names)),
+            ])))
+            .examples([Self::NotFound.uri()])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProblemType {}
 
 impl ApiError {
     fn class(&self) -> (StatusCode, ProblemType, &'static str) {
@@ -459,5 +518,40 @@ pub mod responses {
                 ),
             )])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error the API answers has a type the document lists, each listed once.
+    #[test]
+    fn every_error_class_is_a_listed_problem_type() {
+        let errors = [
+            ApiError::Malformed(String::new()),
+            ApiError::Unauthorized(String::new()),
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::StateConflict(String::new()),
+            ApiError::IdempotencyConflict(String::new()),
+            ApiError::TooLarge(String::new()),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::field("f", ""),
+            ApiError::Unavailable(String::new()),
+            ApiError::Internal(String::new()),
+        ];
+        for e in &errors {
+            assert!(ProblemType::ALL.contains(&e.class().1), "{e:?}");
+        }
+        let mut slugs: Vec<_> = ProblemType::ALL.iter().map(|t| t.slug()).collect();
+        slugs.sort();
+        slugs.dedup();
+        assert_eq!(slugs.len(), ProblemType::ALL.len());
+        assert_eq!(
+            serde_json::to_value(ProblemType::NotFound).unwrap(),
+            "https://tierflow.dev/problems/not-found"
+        );
     }
 }

@@ -54,7 +54,10 @@ pub type LimitValue = Valued<Option<i64>>;
 /// variants (as its derived schema has them) with a `value` beside its fields — one flat object
 /// per `source`, which is what is serialized (and what client generators can read, unlike an
 /// `allOf` of a `oneOf`).
+/// Each variant is titled `<name>From<Source>` (`FeatureFromPlan`), which generated clients use
+/// as its class name.
 fn valued_schema(
+    name: &str,
     description: &str,
     value: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
 ) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -66,6 +69,16 @@ fn valued_schema(
     };
     let with_value = variants.into_iter().map(|v| match v {
         RefOr::T(Schema::Object(mut o)) => {
+            let source = match o.properties.get("source") {
+                Some(RefOr::T(Schema::Object(s))) => s
+                    .enum_values
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .and_then(|v| v.as_str())
+                    .map(|s| s[..1].to_uppercase() + &s[1..]),
+                _ => None,
+            };
+            o.title = source.map(|s| format!("{name}From{s}"));
             o.properties.insert("value".into(), value.clone());
             o.required.insert(0, "value".into());
             RefOr::T(Schema::Object(o))
@@ -79,10 +92,14 @@ fn valued_schema(
 }
 
 macro_rules! valued_schema {
-    ($alias:ident, $value:ty, $description:literal) => {
+    ($alias:ident, $title:literal, $value:ty, $description:literal) => {
         impl utoipa::PartialSchema for $alias {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                valued_schema($description, <$value as utoipa::PartialSchema>::schema())
+                valued_schema(
+                    $title,
+                    $description,
+                    <$value as utoipa::PartialSchema>::schema(),
+                )
             }
         }
 
@@ -105,11 +122,13 @@ macro_rules! valued_schema {
 
 valued_schema!(
     FeatureValue,
+    "Feature",
     bool,
     "A feature switch (`value`) and where it comes from (`source`: the tier's plan, or a restriction that switched it off, naming its holders)."
 );
 valued_schema!(
     LimitValue,
+    "Limit",
     Option<i64>,
     "A limit (`value`, null: unlimited) and where it comes from (`source`: the tier's plan, or an active override, naming it and its expiry)."
 );
