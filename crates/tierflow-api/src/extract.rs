@@ -44,8 +44,8 @@ fn json_rejection(r: JsonRejection, max_body_bytes: usize) -> ApiError {
     }
 }
 
-/// An optional JSON body: empty (or only white space) is `None`; otherwise it is held to the
-/// same rules as [`Json`] (`application/json`, the size limit, the shape), with the same
+/// An optional JSON body: empty (or only white space) or `null` is `None`; otherwise it is held
+/// to the same rules as [`Json`] (`application/json`, the size limit, the shape), with the same
 /// problem documents.
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -70,9 +70,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJson<T> {
         // The JSON extractor reads only the headers (the content type) and the body.
         let mut req = Request::new(axum::body::Body::from(bytes));
         *req.headers_mut() = headers;
-        Json::<T>::from_request(req, state)
+        Json::<Option<T>>::from_request(req, state)
             .await
-            .map(|Json(v)| OptionalJson(Some(v)))
+            .map(|Json(v)| OptionalJson(v))
     }
 }
 

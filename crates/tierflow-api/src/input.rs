@@ -445,6 +445,120 @@ impl utoipa::PartialSchema for NulFreeJson {
 
 impl utoipa::ToSchema for NulFreeJson {}
 
+/// Integers as JSON Schema reads them: `type: integer` admits any number with no fraction, so
+/// `563.0` is as valid as `563` (clients in JavaScript, or any that goes through a float, send
+/// the former). serde's `i64` takes only the latter; these `deserialize_with` helpers take both,
+/// and still refuse a fraction, a string, or a value out of range.
+pub mod integral {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    struct Integral<const QUERY: bool>;
+
+    impl<const QUERY: bool> Visitor<'_> for Integral<QUERY> {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is out of range")))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // Within i64 exactly: -2^63 ≤ v < 2^63 (2^63 itself is not an i64).
+            const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-TWO_63..TWO_63).contains(&v) {
+                Ok(v as i64)
+            } else {
+                Err(E::custom(format!("{v} is not an integer in range")))
+            }
+        }
+
+        /// A query value arrives as text: an optional `-`, digits, and optionally a zero fraction
+        /// (`5.0`) — not `+5` or ` 5`, which JSON would not write either.
+        fn visit_str<E: Error>(self, v: &str) -> Result<i64, E> {
+            if !QUERY {
+                return Err(E::invalid_type(serde::de::Unexpected::Str(v), &self));
+            }
+            let bad = || E::custom(format!("'{}' is not an integer", v.escape_debug()));
+            let whole = match v.split_once('.') {
+                Some((whole, zeros)) if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') => {
+                    whole
+                }
+                Some(_) => return Err(bad()),
+                None => v,
+            };
+            let digits = whole.strip_prefix('-').unwrap_or(whole);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            whole.parse::<i64>().map_err(|_| bad())
+        }
+    }
+
+    struct OrNull<const QUERY: bool>;
+
+    impl<'de, const QUERY: bool> Visitor<'de> for OrNull<QUERY> {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an integer or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_any(Integral::<QUERY>).map(Some)
+        }
+    }
+
+    /// A JSON integer.
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        d.deserialize_any(Integral::<false>)
+    }
+
+    /// A JSON integer that fits an `i32`.
+    pub fn int32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        let v = int(d)?;
+        i32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is out of range")))
+    }
+
+    /// A JSON integer or null.
+    pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_option(OrNull::<false>)
+    }
+
+    /// An integer query value (absent is `None`).
+    pub fn query_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_option(OrNull::<true>)
+    }
+
+    /// A map of JSON integers or nulls (a tier's limits).
+    pub fn int_map<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Option<i64>>, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Limit(#[serde(deserialize_with = "opt_int")] Option<i64>);
+        let map: BTreeMap<String, Limit> = serde::Deserialize::deserialize(d)?;
+        Ok(map.into_iter().map(|(k, Limit(v))| (k, v)).collect())
+    }
+}
+
 /// An object schema `fields` (a derived `ToSchema`, inlined) that also requires exactly one of
 /// `choices` to be present and not null — what a handler's `match (a, b)` accepts, which the
 /// derive cannot say. `allOf` keeps the object's properties where generators find them; the
@@ -538,6 +652,50 @@ mod tests {
                 len_ok && matches(JobId::PATTERN, s),
                 "job id {s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn integers_are_what_json_schema_calls_integers() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Body {
+            #[serde(default, deserialize_with = "integral::opt_int")]
+            n: Option<i64>,
+        }
+        let parse = |s: &str| serde_json::from_str::<Body>(s).map(|b| b.n).ok();
+        assert_eq!(parse(r#"{"n": 563}"#), Some(Some(563)));
+        assert_eq!(parse(r#"{"n": 563.0}"#), Some(Some(563)));
+        assert_eq!(parse(r#"{"n": -2.0}"#), Some(Some(-2)));
+        assert_eq!(parse(r#"{"n": null}"#), Some(None));
+        assert_eq!(parse(r#"{}"#), Some(None));
+        for bad in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": "5"}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": 9223372036854775808}"#,
+            r#"{"n": true}"#,
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Query {
+            #[serde(default, deserialize_with = "integral::query_int")]
+            limit: Option<i64>,
+        }
+        let query = |s: &str| serde_urlencoded::from_str::<Query>(s).map(|q| q.limit).ok();
+        assert_eq!(query("limit=5"), Some(Some(5)));
+        assert_eq!(query("limit=5.0"), Some(Some(5)));
+        assert_eq!(query("limit=-5"), Some(Some(-5)));
+        assert_eq!(query(""), Some(None));
+        for bad in [
+            "limit=+5",
+            "limit=5.5",
+            "limit=",
+            "limit=%205",
+            "limit=5.",
+            "limit=abc",
+        ] {
+            assert_eq!(query(bad), None, "{bad}");
         }
     }
 

@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::error::responses::{Authenticated, BadParameters};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Path, Query};
-use crate::input::{AuditCursor, AuditKind};
+use crate::input::{AuditCursor, AuditKind, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(list))
@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size, 1–500 (default 100).
+    #[serde(default, deserialize_with = "integral::query_int")]
     #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.

@@ -14,7 +14,7 @@ use crate::auth::{Admin, Caller};
 use crate::error::responses::{AdminOnly, Authenticated, BadParameters};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Path, Query};
-use crate::input::{JobId, JobKindFilter};
+use crate::input::{JobId, JobKindFilter, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -35,6 +35,7 @@ pub struct JobsQuery {
     #[param(value_type = Option<JobKindFilter>, nullable = false)]
     pub kind: Option<String>,
     /// 1–500 (default 50).
+    #[serde(default, deserialize_with = "integral::query_int")]
     #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<i64>,
 }

@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::error::responses::{Authenticated, BadParameters, JsonBody};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{IdempotencyHeader, Json, Path};
-use crate::input::UuidParam;
+use crate::input::{UuidParam, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -36,7 +36,8 @@ pub struct OverrideBody {
     #[schema(value_type = EntitlementType)]
     pub entitlement_type: String,
     /// The limit while the override lasts (0 or more).
-    #[schema(minimum = 0, example = 5000)]
+    #[serde(deserialize_with = "integral::int")]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64, example = 5000)]
     pub override_limit: i64,
     #[schema(value_type = OverrideReason)]
     pub reason: String,

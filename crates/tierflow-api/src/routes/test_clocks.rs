@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::error::responses::{Authenticated, BadParameters, JsonBody};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Json, Path};
-use crate::input::{DisplayName, UuidParam, exactly_one_of};
+use crate::input::{DisplayName, UuidParam, exactly_one_of, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -102,6 +102,7 @@ pub struct AdvanceBody {
     /// The new time, not before the clock's (a 422 names `to`).
     pub to: Option<DateTime<Utc>>,
     /// Or: seconds forward, 0 to 316,224,000 (ten years).
+    #[serde(default, deserialize_with = "integral::opt_int")]
     #[schema(minimum = 0, maximum = 316_224_000, example = 604_800)]
     pub seconds: Option<i64>,
 }

@@ -16,7 +16,7 @@ use crate::auth::{Admin, Caller};
 use crate::error::responses::{AdminOnly, Authenticated, JsonBody};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Json, Path};
-use crate::input::{DisplayName, FeatureMap, LimitMap, NulFreeJson};
+use crate::input::{DisplayName, FeatureMap, LimitMap, NulFreeJson, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -45,6 +45,7 @@ pub struct TierBody {
     #[schema(value_type = TierCategory)]
     pub category: String,
     /// Orders tiers: higher is more; equal ranks are lateral moves.
+    #[serde(deserialize_with = "integral::int32")]
     #[schema(minimum = -2147483648, maximum = 2147483647, example = 20)]
     pub rank: i32,
     /// `false` retires the tier: no new transitions to it. Default `true`.
@@ -52,6 +53,7 @@ pub struct TierBody {
     pub active: bool,
     #[schema(value_type = FeatureMap)]
     pub features: Features,
+    #[serde(deserialize_with = "integral::int_map")]
     #[schema(value_type = LimitMap)]
     pub limits: Limits,
     /// Free-form JSON for the operator (tierflow does not read it). Default `null`.

@@ -21,7 +21,7 @@ use crate::auth::Caller;
 use crate::error::responses::{Authenticated, BadParameters, JsonBody};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{IdempotencyHeader, Json, OptionalJson, Path, Query};
-use crate::input::{HistoryCursor, UuidParam, exactly_one_of};
+use crate::input::{HistoryCursor, UuidParam, exactly_one_of, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -48,6 +48,7 @@ pub struct TransitionBody {
     /// Suspend or reactivate instead of changing the tier.
     pub action: Option<StatusAction>,
     /// Grace of a downgrade, 0 to 7,776,000 (90 days); default from configuration.
+    #[serde(default, deserialize_with = "integral::opt_int")]
     #[schema(minimum = 0, maximum = 7_776_000, example = 604_800)]
     pub grace_seconds: Option<i64>,
     #[schema(value_type = Option<Reason>)]
@@ -130,6 +131,7 @@ async fn request(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Page size, 1–200 (default 50).
+    #[serde(default, deserialize_with = "integral::query_int")]
     #[param(minimum = 1, maximum = 200, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
