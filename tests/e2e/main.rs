@@ -4,6 +4,7 @@ mod api;
 mod api_support;
 mod bench;
 mod cli;
+mod contract;
 mod degrade;
 mod demo;
 mod deploy;
