@@ -5,6 +5,7 @@ mod api_support;
 mod bench;
 mod cli;
 mod console;
+mod contract;
 mod degrade;
 mod demo;
 mod deploy;

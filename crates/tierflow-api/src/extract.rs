@@ -44,6 +44,38 @@ fn json_rejection(r: JsonRejection, max_body_bytes: usize) -> ApiError {
     }
 }
 
+/// An optional JSON body: empty (or only white space) or `null` is `None`; otherwise it is held
+/// to the same rules as [`Json`] (`application/json`, the size limit, the shape), with the same
+/// problem documents.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| match r.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+                    "{}; send at most {} bytes (this server's --max-body-bytes)",
+                    r.body_text(),
+                    state.max_body_bytes
+                )),
+                _ => ApiError::Malformed(r.body_text()),
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        // The JSON extractor reads only the headers (the content type) and the body.
+        let mut req = Request::new(axum::body::Body::from(bytes));
+        *req.headers_mut() = headers;
+        Json::<Option<T>>::from_request(req, state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
+    }
+}
+
 /// Path parameters; a bad one is 400.
 pub struct Path<T>(pub T);
 

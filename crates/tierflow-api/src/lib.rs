@@ -13,6 +13,8 @@
 //! - [`auth`] — bearer tokens and roles, as extractors.
 //! - [`error`] — [`ApiError`], the only type that becomes an HTTP error response.
 //! - [`extract`] — JSON, path, query and `Idempotency-Key` extractors that reject with [`ApiError`].
+//! - [`input`] — input rules without a domain type (job ids, cursors, names), each its check and
+//!   its OpenAPI schema.
 //! - [`routes`] — one module per resource.
 //! - [`console`] — the operator console under `/console`: server-rendered pages, sessions.
 //! - [`ops`] — `/metrics`, `/healthz`, `/readyz` on their own listener, for every process.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod input;
 pub mod listener;
 pub mod ops;
 pub mod routes;

@@ -19,8 +19,8 @@ use crate::restriction::{Hold, Restriction, RestrictionFlags, RestrictionSource,
 use crate::tier::{Tier, TierCategory};
 use crate::transition::{EntitlementStatus, PendingDowngrade};
 
-/// Where a value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a value comes from (`source`), with what names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "source")]
 pub enum Provenance {
     /// The tier's own value.
@@ -45,8 +45,96 @@ pub struct Valued<T> {
     pub provenance: Provenance,
 }
 
-/// What the tenant may do now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A feature switch with its provenance.
+pub type FeatureValue = Valued<bool>;
+/// A limit (`null`: unlimited) with its provenance.
+pub type LimitValue = Valued<Option<i64>>;
+
+/// The schema of a [`Valued`]: since `provenance` is flattened, each of [`Provenance`]'s
+/// variants (as its derived schema has them) with a `value` beside its fields — one flat object
+/// per `source`, which is what is serialized (and what client generators can read, unlike an
+/// `allOf` of a `oneOf`).
+/// Each variant is titled `<name>From<Source>` (`FeatureFromPlan`), which generated clients use
+/// as its class name.
+fn valued_schema(
+    name: &str,
+    description: &str,
+    value: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{OneOfBuilder, Schema};
+    let variants = match <Provenance as utoipa::PartialSchema>::schema() {
+        RefOr::T(Schema::OneOf(one_of)) => one_of.items,
+        other => vec![other],
+    };
+    let with_value = variants.into_iter().map(|v| match v {
+        RefOr::T(Schema::Object(mut o)) => {
+            let source = match o.properties.get("source") {
+                Some(RefOr::T(Schema::Object(s))) => s
+                    .enum_values
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .and_then(|v| v.as_str())
+                    .map(|s| s[..1].to_uppercase() + &s[1..]),
+                _ => None,
+            };
+            o.title = source.map(|s| format!("{name}From{s}"));
+            o.properties.insert("value".into(), value.clone());
+            o.required.insert(0, "value".into());
+            RefOr::T(Schema::Object(o))
+        }
+        other => other,
+    });
+    with_value
+        .fold(OneOfBuilder::new(), OneOfBuilder::item)
+        .description(Some(description))
+        .into()
+}
+
+macro_rules! valued_schema {
+    ($alias:ident, $title:literal, $value:ty, $description:literal) => {
+        impl utoipa::PartialSchema for $alias {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                valued_schema(
+                    $title,
+                    $description,
+                    <$value as utoipa::PartialSchema>::schema(),
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $alias {
+            fn name() -> std::borrow::Cow<'static, str> {
+                stringify!($alias).into()
+            }
+
+            fn schemas(
+                schemas: &mut Vec<(
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                )>,
+            ) {
+                <Provenance as utoipa::ToSchema>::schemas(schemas);
+            }
+        }
+    };
+}
+
+valued_schema!(
+    FeatureValue,
+    "Feature",
+    bool,
+    "A feature switch (`value`) and where it comes from (`source`: the tier's plan, or a restriction that switched it off, naming its holders)."
+);
+valued_schema!(
+    LimitValue,
+    "Limit",
+    Option<i64>,
+    "A limit (`value`, null: unlimited) and where it comes from (`source`: the tier's plan, or an active override, naming it and its expiry)."
+);
+
+/// What the tenant may do now, with the provenance of every feature and limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EffectiveEntitlement {
     pub tenant_id: TenantId,
     pub tier_id: TierId,
@@ -61,8 +149,11 @@ pub struct EffectiveEntitlement {
     pub restrictions: RestrictionFlags,
     /// For each flag that is on, the sources holding it.
     pub restriction_sources: BTreeMap<Restriction, Vec<RestrictionSource>>,
+    /// The tier's feature switches, as restrictions leave them.
+    #[schema(value_type = BTreeMap<String, FeatureValue>)]
     pub features: BTreeMap<String, Valued<bool>>,
-    /// `null` is unlimited.
+    /// The tier's limits, as overrides replace them.
+    #[schema(value_type = BTreeMap<String, LimitValue>)]
     pub limits: BTreeMap<String, Valued<Option<i64>>>,
     /// Bumped by every change to the tenant; orders events downstream.
     pub version: i64,

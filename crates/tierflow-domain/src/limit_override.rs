@@ -15,7 +15,19 @@ use crate::ids::{Actor, OverrideId};
 pub const MAX_OVERRIDE: Duration = Duration::days(90);
 
 /// The limit an override replaces. Each maps to the tier limit of the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementType {
     Leads,
@@ -60,7 +72,7 @@ impl EntitlementType {
 }
 
 /// Why an override was granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverrideReason {
     Emergency,
@@ -92,8 +104,8 @@ impl OverrideReason {
     }
 }
 
-/// A stored override.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A temporary limit override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LimitOverride {
     pub override_id: OverrideId,
     pub entitlement_type: EntitlementType,

@@ -26,7 +26,19 @@ use crate::ids::TransitionId;
 use crate::tier::feature;
 
 /// One restriction flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Restriction {
     VoiceDisabled,
@@ -124,6 +136,25 @@ impl fmt::Display for RestrictionSource {
     }
 }
 
+/// Serialized as its key (a string), so the schema is that string's shape.
+impl utoipa::PartialSchema for RestrictionSource {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "Who holds a restriction: `downgrade:<transition id>` (a downgrade in its grace \
+                 period), `suspension`, `expiry`, or `hold:<name>` (an operator's hold).",
+            ))
+            .pattern(Some(
+                r"^(?:downgrade:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|suspension|expiry|hold:[a-z0-9_-]{1,64})$",
+            ))
+            .examples(["downgrade:0190a0a0-0000-7000-8000-000000000000", "hold:compliance-review"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RestrictionSource {}
+
 impl TryFrom<String> for RestrictionSource {
     type Error = DomainError;
     fn try_from(value: String) -> Result<Self, DomainError> {
@@ -144,8 +175,8 @@ pub struct Hold {
     pub source: RestrictionSource,
 }
 
-/// The four flags, derived from the holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The four flags, derived from the holds: a flag is on while any source holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestrictionFlags {
     pub voice_disabled: bool,
     pub sla_frozen: bool,

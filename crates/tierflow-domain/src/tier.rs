@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::TierId;
 
 /// A tier's commercial category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TierCategory {
     Free,
@@ -47,17 +47,23 @@ pub type Features = BTreeMap<String, bool>;
 pub type Limits = BTreeMap<String, Option<i64>>;
 
 /// A tier as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tier {
     pub tier_id: TierId,
+    #[schema(example = "Professional")]
     pub name: String,
     pub category: TierCategory,
     /// Orders tiers: higher is more. Equal ranks are lateral moves.
     pub rank: i32,
     /// Inactive tiers keep their tenants but accept no new transitions.
     pub active: bool,
+    /// Feature switches by name.
+    #[schema(value_type = BTreeMap<String, bool>, example = json!({"voice": true, "sla_timers": true, "api_access": true}))]
     pub features: Features,
+    /// Limits by name; `null` is unlimited.
+    #[schema(value_type = BTreeMap<String, Option<i64>>, example = json!({"leads": 10000, "voice": 1000, "api": null}))]
     pub limits: Limits,
+    /// Free-form JSON for the operator (tierflow does not read it).
     pub metadata: serde_json::Value,
 }
 

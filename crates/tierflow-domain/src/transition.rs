@@ -48,7 +48,7 @@ use crate::tier::Tier;
 pub const MAX_GRACE: Duration = Duration::days(90);
 
 /// A tenant entitlement's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementStatus {
     Active,
@@ -57,7 +57,7 @@ pub enum EntitlementStatus {
 }
 
 /// A transition's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionKind {
     /// The tenant's first tier assignment.
@@ -70,7 +70,7 @@ pub enum TransitionKind {
 }
 
 /// A transition's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionStatus {
     /// A downgrade in its grace period.
@@ -187,7 +187,7 @@ impl From<GracePeriod> for i64 {
 }
 
 /// One of the timed actions a transition schedules (each runs as a job of the same name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Enforce "voice off" downstream, at once.
@@ -206,7 +206,7 @@ pub struct PlannedAction {
 }
 
 /// A downgrade waiting for its grace period to end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingDowngrade {
     pub transition_id: TransitionId,
     pub to_tier: TierId,

@@ -4,19 +4,28 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::QueueError;
+use crate::{JobState, QueueError};
 
 /// One job as operators see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct JobRow {
+    /// A ULID for the jobs tierflow writes.
+    #[schema(example = "01JDQ3V5Z8K2M4N6P8R0S2T4V6")]
     pub id: String,
+    /// The job kind's name (snake_case).
+    #[schema(example = "apply_downgrade")]
     pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobState,
+    /// Attempts made so far.
     pub attempts: i32,
     pub max_attempts: i32,
+    /// When it is (or was) due.
     pub run_at: DateTime<Utc>,
     pub done_at: Option<DateTime<Utc>>,
+    /// The worker holding it while it runs.
     pub lock_by: Option<String>,
+    /// Its dedup key, if it has one (`override:<id>`, …).
     pub key: Option<String>,
     /// The last result: `{"Ok": …}` or `{"Err": …}`.
     pub last_result: Option<serde_json::Value>,
@@ -133,7 +142,7 @@ async fn refusal_or(
     }
     Ok(Err(match get(conn, id).await? {
         None => AdminRefusal::NotFound,
-        Some(row) => AdminRefusal::WrongState(row.status),
+        Some(row) => AdminRefusal::WrongState(row.status.to_string()),
     }))
 }
 

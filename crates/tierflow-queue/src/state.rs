@@ -14,8 +14,8 @@
 
 use std::fmt;
 
-/// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A job's state, as stored and as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 pub enum JobState {
     /// Waiting for its `run_at`.
     Pending,
@@ -66,6 +66,16 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: the CLI's table aligns states with `{:<9}`.
+        f.pad(self.as_str())
+    }
+}
+
+/// For reading `apalis.jobs.status` (`#[sqlx(try_from = "String")]`): a state tierflow never
+/// writes is an error, not a silent string.
+impl TryFrom<String> for JobState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown job state '{s}'"))
     }
 }

@@ -71,8 +71,12 @@ impl PrincipalRole {
 /// Who was authenticated for a change: set by the edge that authenticated it (the API from the
 /// token, the CLI from the operator's login, a job from its kind) and carried in the
 /// [`Context`](crate::Context) — never taken from a request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "Who was authenticated for a change (an API token, an operator at the CLI, a job), never taken from a request body."
+)]
 pub struct Principal {
+    /// The token's name, the operator's login, or `job:<kind>`.
     pub name: String,
     pub role: PrincipalRole,
 }
@@ -111,11 +115,18 @@ pub struct AuditEvent<'a> {
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
+    /// Increases in the order rows were written; the next page's `cursor`.
     pub id: i64,
+    #[schema(value_type = tierflow_domain::ids::TenantId)]
     pub tenant_id: String,
     pub occurred_at: DateTime<Utc>,
+    /// Who the request said acted (`requested_by`, `granted_by`).
     pub actor: String,
+    /// What happened, dotted: `<family>.<action>`.
+    #[schema(example = "transition.downgrade")]
     pub action: String,
+    /// What the row is about (`transition`, `override`, `hold`, `tier`, …) and its id.
+    #[schema(example = "transition")]
     pub subject_type: String,
     pub subject_id: String,
     pub reason: Option<String>,
@@ -123,16 +134,7 @@ pub struct AuditRow {
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
     /// Who was authenticated for the change (the `actor` is who the request said acted).
-    #[schema(value_type = AuditPrincipal)]
     pub principal: Principal,
-}
-
-/// The principal as the API shows it.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct AuditPrincipal {
-    name: String,
-    role: PrincipalRole,
 }
 
 impl<'a> AuditEvent<'a> {

@@ -31,11 +31,10 @@ pub struct HoldRequest {
 /// A hold as placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldRecord {
+    #[schema(value_type = tierflow_domain::ids::HoldName)]
     pub name: String,
     /// The restriction source's key, as the entitlement's `restriction_sources` show it.
     pub source: String,
-    /// voice_disabled, sla_frozen, escalation_frozen, routing_degraded.
-    #[schema(value_type = Vec<String>)]
     pub restrictions: Vec<Restriction>,
     pub placed_at: DateTime<Utc>,
 }
@@ -44,7 +43,6 @@ pub struct HoldRecord {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HoldOutcome {
     pub hold: HoldRecord,
-    #[schema(value_type = Object)]
     pub entitlement: EffectiveEntitlement,
 }
 

@@ -35,13 +35,15 @@ pub struct OverrideRequest {
 }
 
 /// What creating an override did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverrideOutcome {
     pub r#override: LimitOverride,
+    /// The job that ends the override at `expires_at`.
     pub expiry_job_id: String,
     /// The active override of the same type this one replaced.
     pub replaced: Option<OverrideId>,
     pub entitlement: EffectiveEntitlement,
+    /// True when this is the stored result of an earlier request with the same idempotency key.
     #[serde(default)]
     pub replayed: bool,
 }
@@ -193,9 +195,10 @@ pub async fn create_override(
 }
 
 /// What removing an override did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoveOutcome {
     pub override_id: OverrideId,
+    /// The expiry job cancelled with it.
     pub cancelled_job: Option<String>,
     pub entitlement: EffectiveEntitlement,
 }

@@ -59,23 +59,30 @@ impl TryFrom<TierRow> for Tier {
 }
 
 /// A transition as stored and as returned to callers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitionRecord {
     pub id: TransitionId,
+    #[schema(value_type = tierflow_domain::ids::TenantId)]
     pub tenant_id: String,
     pub kind: TransitionKind,
+    /// `pending` while a downgrade is in its grace period.
     pub status: TransitionStatus,
+    /// Absent (null) for the provision.
     pub from_tier: Option<TierId>,
     pub to_tier: TierId,
     pub from_status: Option<EntitlementStatus>,
     pub to_status: EntitlementStatus,
     pub reason: Option<String>,
+    /// The actor the request named (default: the token's name).
     pub requested_by: String,
     pub requested_at: DateTime<Utc>,
+    /// When the change takes (or took) effect: the grace end of a pending downgrade.
     pub effective_at: DateTime<Utc>,
     pub grace_ends_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// The transition that superseded this one, if one did.
     pub cancelled_by: Option<TransitionId>,
+    /// The tenant's version after this transition.
     pub tenant_version: i64,
 }
 

@@ -147,9 +147,12 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<TestClock>,
 
 /// One job run by [`advance`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(description = "One job run by an advance of the clock.")]
 pub struct RanJob {
     pub job_id: String,
+    #[schema(value_type = crate::jobs::JobKind)]
     pub kind: String,
+    #[schema(value_type = tierflow_domain::ids::TenantId)]
     pub tenant_id: String,
     /// When it was due, in the clock's time (the clock stood there while it ran).
     pub due_at: DateTime<Utc>,

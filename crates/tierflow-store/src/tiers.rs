@@ -83,7 +83,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, StoreError> 
 /// What putting a tier did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TierEdit {
-    #[schema(value_type = Object)]
     pub tier: Tier,
     /// Whether the tier is new.
     pub created: bool,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tierflow_domain::ids::TenantId;
 use tierflow_store::audit::{AuditFilter, AuditRow, page};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,8 +15,10 @@ use utoipa_axum::routes;
 use super::tenants::parse_tenant;
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, Problem};
+use crate::error::responses::{Authenticated, BadParameters};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Path, Query};
+use crate::input::{AuditCursor, AuditKind, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(list))
@@ -24,18 +27,24 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 /// Audit query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size, 1–500 (default 100).
+    #[serde(default, deserialize_with = "integral::query_int")]
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<AuditCursor>, nullable = false)]
     pub cursor: Option<String>,
     /// Only this kind of change: a family (`transition`, `override`, `action`, `hold`, `tier`)
     /// or one action (`transition.downgrade`).
-    #[param(pattern = r"^[a-z_]{1,32}(\.[a-z_]{1,32})?$")]
+    #[param(value_type = Option<AuditKind>, nullable = false)]
     pub kind: Option<String>,
     /// Only changes at or after this time (RFC 3339).
+    #[param(nullable = false)]
     pub since: Option<DateTime<Utc>>,
     /// Only changes before this time (RFC 3339).
+    #[param(nullable = false)]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -45,17 +54,18 @@ pub struct AuditPage {
     pub items: Vec<AuditRow>,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next_cursor: Option<String>,
 }
 
 /// The tenant's audit trail — every change, who stated it (`actor`), who was authenticated for
 /// it (`principal`), why — in the order it was written.
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/audit", operation_id = "list_audit", tag = "tenants", security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "the tenant"), AuditQuery),
+    params(("tenant_id" = TenantId, Path, description = "the tenant"), AuditQuery),
     responses(
-        (status = 200, body = AuditPage, description = "success"),
-        (status = 400, description = "bad limit, cursor or kind", body = Problem),
-        (status = 404, description = "unknown tenant", body = Problem)))]
+        (status = 200, body = AuditPage, description = "one page, oldest first"),
+        Authenticated, BadParameters,
+        (status = 404, description = "`not-found`: unknown tenant", body = Problem, content_type = PROBLEM_JSON)))]
 async fn list(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
@@ -69,21 +79,9 @@ async fn list(
             "limit is {limit}; use 1 to 500"
         )));
     }
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-                ApiError::Malformed(format!("cursor '{c}' is not one this API returned"))
-            })
-        })
-        .transpose()?;
-    if let Some(kind) = q.kind.as_deref().filter(|k| !valid_kind(k)) {
-        return Err(ApiError::Malformed(format!(
-            "kind '{}' is not a change kind: use a family such as `transition` or an action \
-             such as `transition.downgrade`",
-            kind.escape_debug()
-        )));
+    let after = q.cursor.as_deref().map(AuditCursor::parse).transpose()?;
+    if let Some(kind) = q.kind.as_deref() {
+        AuditKind::check(kind)?;
     }
     let filter = AuditFilter {
         kind: q.kind,
@@ -103,15 +101,4 @@ async fn list(
         .then(|| items.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(axum::Json(AuditPage { items, next_cursor }))
-}
-
-/// `family` or `family.action`, each part lower-case letters and `_`, at most 32.
-fn valid_kind(kind: &str) -> bool {
-    let part = |p: &str| {
-        (1..=32).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    };
-    match kind.split_once('.') {
-        Some((family, action)) => part(family) && part(action),
-        None => part(kind),
-    }
 }

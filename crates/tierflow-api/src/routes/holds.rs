@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tierflow_domain::ids::{Actor, HoldName, Reason};
+use tierflow_domain::ids::{Actor, HoldName, Reason, TenantId};
 use tierflow_domain::restriction::Restriction;
 use tierflow_store::holds::{HoldOutcome, HoldRequest, lift_hold, place_hold};
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 use super::tenants::parse_tenant;
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::error::{ApiError, Problem};
+use crate::error::responses::{AdminOnly, Authenticated, BadParameters, JsonBody};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Json, Path, Query};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -28,29 +29,32 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
-    /// The hold's name: lowercase letters, digits, '-' and '_', at most 64.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    /// The hold's name.
+    #[schema(value_type = HoldName)]
     pub name: String,
-    /// The flags it holds (voice_disabled, sla_frozen, escalation_frozen, routing_degraded);
-    /// absent or empty: all four.
+    /// The flags it holds; absent or empty: all four.
     #[serde(default)]
+    #[schema(value_type = Vec<Restriction>)]
     pub restrictions: Vec<String>,
     /// Why, for the audit trail (required).
+    #[schema(value_type = Reason)]
     pub reason: String,
     /// Defaults to the token's name.
+    #[schema(value_type = Option<Actor>)]
     pub requested_by: Option<String>,
 }
 
 /// Places a named hold: its flags stay on through every transition until the hold is lifted.
+/// Admin only.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/holds", operation_id = "place_hold", tag = "tenants", security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "the tenant")),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("tenant_id" = TenantId, Path, description = "the tenant")),
     request_body = HoldBody,
     responses(
         (status = 201, description = "the hold and the effective entitlement", body = HoldOutcome),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown tenant", body = Problem),
-        (status = 409, description = "a hold of that name exists", body = Problem),
-        (status = 422, description = "invalid field", body = Problem)))]
+        Authenticated, JsonBody, AdminOnly,
+        (status = 404, description = "`not-found`: unknown tenant", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`state-conflict`: a hold of that name exists", body = Problem, content_type = PROBLEM_JSON)))]
 async fn place(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -76,19 +80,23 @@ async fn place(
 /// Why a hold is lifted.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LiftQuery {
     /// Why, for the audit trail.
+    #[param(value_type = Option<Reason>, nullable = false)]
     pub reason: Option<String>,
 }
 
-/// Lifts a hold: only its own flags go off; flags another source holds stay on.
+/// Lifts a hold: only its own flags go off; flags another source holds stay on. Admin only.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/holds/{name}", operation_id = "lift_hold", tag = "tenants", security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "the tenant"),
-           ("name" = String, Path, description = "the hold's name"), LiftQuery),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("tenant_id" = TenantId, Path, description = "the tenant"),
+           ("name" = HoldName, Path, description = "the hold's name"), LiftQuery),
     responses(
         (status = 200, description = "the lifted hold and the effective entitlement", body = HoldOutcome),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown tenant or hold", body = Problem)))]
+        Authenticated, BadParameters, AdminOnly,
+        (status = 404, description = "`not-found`: unknown tenant or hold", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation-failed`: reason is not printable text", body = Problem, content_type = PROBLEM_JSON)))]
 async fn lift(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,

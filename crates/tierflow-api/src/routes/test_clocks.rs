@@ -9,14 +9,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::Actor;
 use tierflow_store::test_clocks::{self, Advanced, TestClock};
+use utoipa::openapi::schema::Type;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, Problem};
+use crate::error::responses::{Authenticated, BadParameters, JsonBody};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Json, Path};
+use crate::input::{DisplayName, UuidParam, exactly_one_of, integral};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -29,7 +33,8 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClockBody {
-    /// A name for people (1–100 printable characters).
+    /// A name for people; stored without leading and trailing white space.
+    #[schema(value_type = DisplayName)]
     pub name: String,
     /// Where the clock starts; now if absent.
     pub frozen_time: Option<DateTime<Utc>>,
@@ -40,19 +45,14 @@ pub struct ClockBody {
     request_body = ClockBody,
     responses(
         (status = 201, description = "the clock", body = TestClock),
-        (status = 422, description = "invalid field", body = Problem)))]
+        Authenticated, JsonBody))]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Json(body): Json<ClockBody>,
 ) -> Result<(StatusCode, axum::Json<TestClock>), ApiError> {
+    DisplayName::check("name", &body.name)?;
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "name",
-            "name must be 1 to 100 characters, none of them control characters",
-        ));
-    }
     let now = state.ctx.clock.now();
     let actor = Actor::parse(caller.name.clone())?;
     let mut conn = state.pool.acquire().await?;
@@ -76,20 +76,16 @@ async fn find(state: &AppState, id: Uuid) -> Result<TestClock, ApiError> {
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::Malformed(format!(
-            "test clock id '{}' is not a UUID",
-            id.escape_debug()
-        ))
-    })
+    UuidParam::parse("clock_id", id)
 }
 
 /// A test clock: its time, its tenants, its parked jobs and when the next is due.
 #[utoipa::path(get, path = "/v1/test-clocks/{clock_id}", operation_id = "get_test_clock", tag = "test-clocks", security(("bearer" = [])),
-    params(("clock_id" = String, Path, description = "the clock")),
+    params(("clock_id" = UuidParam, Path, description = "the clock")),
     responses(
         (status = 200, description = "the clock", body = TestClock),
-        (status = 404, description = "unknown clock", body = Problem)))]
+        Authenticated, BadParameters,
+        (status = 404, description = "`not-found`: unknown clock", body = Problem, content_type = PROBLEM_JSON)))]
 async fn show(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
@@ -101,23 +97,51 @@ async fn show(
 /// How far to advance.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AdvanceFields)]
 pub struct AdvanceBody {
-    /// The new time (not before the clock's).
+    /// The new time, not before the clock's (a 422 names `to`).
     pub to: Option<DateTime<Utc>>,
-    /// Or: seconds forward (0 or more).
+    /// Or: seconds forward, 0 to 316,224,000 (ten years).
+    #[serde(default, deserialize_with = "integral::opt_int")]
+    #[schema(minimum = 0, maximum = 316_224_000, example = 604_800)]
     pub seconds: Option<i64>,
+}
+
+/// The longest `seconds` of an advance: ten years.
+const MAX_ADVANCE_SECS: i64 = 10 * 366 * 86_400;
+
+/// [`AdvanceBody`] as the document shows it: exactly one of `to` and `seconds`.
+pub struct AdvanceRequestBody;
+
+impl utoipa::PartialSchema for AdvanceRequestBody {
+    fn schema() -> RefOr<Schema> {
+        exactly_one_of(
+            <AdvanceBody as utoipa::PartialSchema>::schema(),
+            &[("to", Type::String), ("seconds", Type::Integer)],
+        )
+    }
+}
+
+impl utoipa::ToSchema for AdvanceRequestBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AdvanceBody".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <AdvanceBody as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// Moves the clock forward, running in due order every job of its tenants that becomes due
 /// (grace ends, override and entitlement expiries); answers with the jobs that ran.
 #[utoipa::path(post, path = "/v1/test-clocks/{clock_id}/advance", operation_id = "advance_test_clock", tag = "test-clocks", security(("bearer" = [])),
-    params(("clock_id" = String, Path, description = "the clock")),
-    request_body = AdvanceBody,
+    params(("clock_id" = UuidParam, Path, description = "the clock")),
+    request_body = AdvanceRequestBody,
     responses(
         (status = 200, description = "the clock and the jobs that ran", body = Advanced),
-        (status = 404, description = "unknown clock", body = Problem),
-        (status = 409, description = "another advance of this clock is running", body = Problem),
-        (status = 422, description = "backwards, or neither or both of to and seconds", body = Problem)))]
+        Authenticated, JsonBody,
+        (status = 404, description = "`not-found`: unknown clock", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`state-conflict`: another advance of this clock is running", body = Problem, content_type = PROBLEM_JSON)))]
 async fn advance(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -127,7 +151,7 @@ async fn advance(
     let id = parse_id(&id)?;
     let to = match (body.to, body.seconds) {
         (Some(to), None) => to,
-        (None, Some(secs)) if (0..=10 * 366 * 86_400).contains(&secs) => {
+        (None, Some(secs)) if (0..=MAX_ADVANCE_SECS).contains(&secs) => {
             find(&state, id).await?.frozen_time + chrono::Duration::seconds(secs)
         }
         (None, Some(secs)) => {
@@ -157,10 +181,11 @@ pub struct Deleted {
 
 /// Deletes the clock and its tenants, with their history, jobs and audit rows.
 #[utoipa::path(delete, path = "/v1/test-clocks/{clock_id}", operation_id = "delete_test_clock", tag = "test-clocks", security(("bearer" = [])),
-    params(("clock_id" = String, Path, description = "the clock")),
+    params(("clock_id" = UuidParam, Path, description = "the clock")),
     responses(
         (status = 200, description = "deleted", body = Deleted),
-        (status = 404, description = "unknown clock", body = Problem)))]
+        Authenticated, BadParameters,
+        (status = 404, description = "`not-found`: unknown clock", body = Problem, content_type = PROBLEM_JSON)))]
 async fn delete(
     State(state): State<Arc<AppState>>,
     _caller: Caller,

@@ -170,6 +170,22 @@ pub const KINDS: [&str; 7] = [
     TierFanout::KIND,
 ];
 
+/// The OpenAPI schema of a job kind's name, as tierflow schedules it: an enum of [`KINDS`], so
+/// that a new kind appears in `/openapi.json` with its registration.
+pub struct JobKind;
+
+impl utoipa::PartialSchema for JobKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A job kind: each runs one step of a change."))
+            .enum_values(Some(KINDS))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobKind {}
+
 /// The job slots of a worker process whose concurrency is `concurrency`: each kind runs that
 /// many at once, or its [`Job::MAX_CONCURRENCY`] if lower. Each running job holds a connection.
 pub fn job_slots(concurrency: usize) -> usize {

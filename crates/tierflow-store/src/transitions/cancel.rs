@@ -69,9 +69,10 @@ pub(super) async fn cancel_pending(
 }
 
 /// What cancelling a pending transition did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CancelOutcome {
     pub transition: TransitionRecord,
+    /// Ids of the jobs cancelled before they ran.
     pub cancelled_jobs: Vec<String>,
     pub entitlement: EffectiveEntitlement,
 }

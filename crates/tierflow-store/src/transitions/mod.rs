@@ -63,26 +63,31 @@ pub struct TransitionRequest {
 }
 
 /// A job scheduled by a transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduledJob {
+    #[schema(value_type = crate::jobs::JobKind)]
     pub kind: String,
+    /// See `GET /v1/jobs`.
+    #[schema(example = "01JDQ3V5Z8K2M4N6P8R0S2T4V6")]
     pub job_id: String,
     pub due_at: DateTime<Utc>,
 }
 
 /// A pending downgrade cancelled by a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Superseded {
     pub transition_id: TransitionId,
     /// Ids of the jobs cancelled before they ran.
     pub cancelled_jobs: Vec<String>,
 }
 
-/// What a transition request did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a transition request did: the transition, the jobs it scheduled with their due times,
+/// the pending downgrade it cancelled, and the effective entitlement after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitionOutcome {
     pub transition: TransitionRecord,
     pub jobs: Vec<ScheduledJob>,
+    /// The pending downgrade this request cancelled, if any.
     pub superseded: Option<Superseded>,
     pub entitlement: EffectiveEntitlement,
     /// True when this is the stored result of an earlier request with the same idempotency key.
