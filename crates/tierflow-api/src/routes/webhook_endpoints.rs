@@ -17,8 +17,11 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::error::{ApiError, Problem};
+use crate::error::responses::{AdminOnly, Authenticated, BadParameters, JsonBody};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::extract::{Json, Path, Query};
+use crate::input::{EndpointDescription, EndpointUrl, UuidParam, integral};
+use tierflow_domain::ids::Reason;
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -29,25 +32,37 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rotate_secret))
 }
 
+/// An event type an endpoint can subscribe to.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+pub enum EventType {
+    #[serde(rename = "entitlement.changed")]
+    EntitlementChanged,
+}
+
+impl EventType {
+    fn name(self) -> String {
+        match self {
+            Self::EntitlementChanged => tierflow_store::events::ENTITLEMENT_CHANGED.to_owned(),
+        }
+    }
+}
+
+fn names(types: Vec<EventType>) -> Vec<String> {
+    types.into_iter().map(EventType::name).collect()
+}
+
 /// A new endpoint.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointBody {
-    /// Where deliveries are POSTed: an absolute http(s) URL, at most 2,048 characters.
-    /// Redirects are not followed.
-    #[schema(
-        example = "https://billing.example.com/hooks/tierflow",
-        max_length = 2048
-    )]
+    #[schema(value_type = EndpointUrl)]
     pub url: String,
-    /// What the endpoint is for, at most 500 characters.
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(value_type = Option<EndpointDescription>, nullable = false)]
     pub description: String,
     /// The event types to deliver; absent or empty: every type.
     #[serde(default)]
-    #[schema(example = json!(["entitlement.changed"]))]
-    pub event_types: Vec<String>,
+    pub event_types: Vec<EventType>,
 }
 
 /// Every endpoint.
@@ -58,20 +73,21 @@ pub struct EndpointList {
 
 /// Creates an endpoint with a fresh secret, returned in this answer only.
 #[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
+    extensions(("x-tierflow-role" = json!("admin"))),
     request_body = EndpointBody,
     responses(
         (status = 201, description = "the endpoint and its secret (`whsec_…`; shown once)", body = EndpointWithSecret),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 422, description = "invalid field", body = Problem)))]
+        Authenticated, JsonBody, AdminOnly))]
 async fn create(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
     Json(body): Json<EndpointBody>,
 ) -> Result<(StatusCode, axum::Json<EndpointWithSecret>), ApiError> {
+    EndpointUrl::check("url", &body.url)?;
     let new = NewEndpoint {
         url: body.url,
         description: body.description,
-        event_types: body.event_types,
+        event_types: names(body.event_types),
     };
     let mut conn = state.pool.acquire().await?;
     let out = webhooks::create(&mut conn, &caller.context(&state), new).await?;
@@ -80,9 +96,10 @@ async fn create(
 
 /// Every endpoint, oldest first, without secrets.
 #[utoipa::path(get, path = "/v1/webhook-endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks", security(("bearer" = [])),
+    extensions(("x-tierflow-role" = json!("admin"))),
     responses(
         (status = 200, description = "the endpoints", body = EndpointList),
-        (status = 403, description = "not an admin token", body = Problem)))]
+        Authenticated, AdminOnly))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Admin(_caller): Admin,
@@ -93,18 +110,18 @@ async fn list(
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id)
-        .map_err(|_| ApiError::Malformed(format!("webhook endpoint id '{id}' is not a UUID")))
+    UuidParam::parse("endpoint_id", id)
 }
 
 /// One endpoint, without its secrets.
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "get_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
-    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
     responses(
         (status = 200, description = "the endpoint", body = WebhookEndpoint),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown endpoint", body = Problem)))]
+        Authenticated, BadParameters, AdminOnly,
+        (status = 404, description = "`not-found`: unknown endpoint", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation-failed`: reason is not printable text", body = Problem, content_type = PROBLEM_JSON)))]
 async fn get(
     State(state): State<Arc<AppState>>,
     Admin(_caller): Admin,
@@ -119,26 +136,26 @@ async fn get(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
-    /// The new URL (an absolute http(s) URL, at most 2,048 characters).
-    #[schema(max_length = 2048)]
+    /// Absent or null: unchanged.
+    #[schema(value_type = Option<EndpointUrl>)]
     pub url: Option<String>,
-    #[schema(max_length = 500)]
+    /// Absent or null: unchanged.
+    #[schema(value_type = Option<EndpointDescription>)]
     pub description: Option<String>,
-    /// The event types to deliver; empty: every type.
-    pub event_types: Option<Vec<String>>,
+    /// The event types to deliver; empty: every type; absent or null: unchanged.
+    pub event_types: Option<Vec<EventType>>,
 }
 
 /// Changes an endpoint's URL, description or event filter; its secret and status stay. Queued
 /// and dead deliveries go to the new URL (each attempt reads the endpoint as it is then).
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "update_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
-    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
     request_body = EndpointPatch,
     responses(
         (status = 200, description = "the endpoint", body = WebhookEndpoint),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown endpoint", body = Problem),
-        (status = 422, description = "invalid field", body = Problem)))]
+        Authenticated, JsonBody, AdminOnly,
+        (status = 404, description = "`not-found`: unknown endpoint", body = Problem, content_type = PROBLEM_JSON)))]
 async fn update(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -146,10 +163,13 @@ async fn update(
     Json(body): Json<EndpointPatch>,
 ) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
     let id = parse_id(&id)?;
+    if let Some(url) = &body.url {
+        EndpointUrl::check("url", url)?;
+    }
     let change = EndpointUpdate {
         url: body.url,
         description: body.description,
-        event_types: body.event_types,
+        event_types: body.event_types.map(names),
     };
     let mut conn = state.pool.acquire().await?;
     let out = webhooks::update(&mut conn, &caller.context(&state), id, change).await?;
@@ -159,8 +179,10 @@ async fn update(
 /// Why an endpoint is disabled.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DisableQuery {
     /// Why, for the audit trail and the endpoint's `disabled_reason`.
+    #[param(value_type = Option<Reason>, nullable = false)]
     pub reason: Option<String>,
 }
 
@@ -168,12 +190,13 @@ pub struct DisableQuery {
 /// saying so (re-deliver them with `POST /v1/jobs/{id}/retry` after enabling it). Disabling a
 /// disabled endpoint changes nothing.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/disable", operation_id = "disable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
-    params(("endpoint_id" = Uuid, Path, description = "the endpoint"), DisableQuery),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("endpoint_id" = UuidParam, Path, description = "the endpoint"), DisableQuery),
     responses(
         (status = 200, description = "the endpoint", body = WebhookEndpoint),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown endpoint", body = Problem)))]
+        Authenticated, BadParameters, AdminOnly,
+        (status = 404, description = "`not-found`: unknown endpoint", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation-failed`: reason is not printable text", body = Problem, content_type = PROBLEM_JSON)))]
 async fn disable(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -181,10 +204,7 @@ async fn disable(
     Query(q): Query<DisableQuery>,
 ) -> Result<axum::Json<WebhookEndpoint>, ApiError> {
     let id = parse_id(&id)?;
-    let reason = q
-        .reason
-        .map(tierflow_domain::ids::Reason::parse)
-        .transpose()?;
+    let reason = q.reason.map(Reason::parse).transpose()?;
     let reason = reason.as_ref().map(|r| r.as_str());
     let mut conn = state.pool.acquire().await?;
     let ctx = caller.context(&state);
@@ -194,12 +214,13 @@ async fn disable(
 
 /// Enables an endpoint (also one disabled by its `410 Gone`): it gets every event from now on.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/enable", operation_id = "enable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
-    params(("endpoint_id" = Uuid, Path, description = "the endpoint")),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
     responses(
         (status = 200, description = "the endpoint", body = WebhookEndpoint),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown endpoint", body = Problem)))]
+        Authenticated, BadParameters, AdminOnly,
+        (status = 404, description = "`not-found`: unknown endpoint", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation-failed`: reason is not printable text", body = Problem, content_type = PROBLEM_JSON)))]
 async fn enable(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -215,24 +236,26 @@ async fn enable(
 /// How long the old secret keeps signing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RotateQuery {
     /// Seconds the old secret keeps signing beside the new one, 0 to 2,592,000 (30 days);
     /// default 86,400 (a day).
-    #[param(minimum = 0, maximum = 2592000)]
+    #[serde(default, deserialize_with = "integral::query_int")]
+    #[param(minimum = 0, maximum = 2592000, nullable = false)]
     pub overlap_seconds: Option<i64>,
 }
 
 /// Replaces the endpoint's secret. Until the overlap ends every delivery carries two signatures,
 /// the new secret's and the old one's, so receivers can switch at their own pace.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks", security(("bearer" = [])),
-    params(("endpoint_id" = Uuid, Path, description = "the endpoint"), RotateQuery),
+    extensions(("x-tierflow-role" = json!("admin"))),
+    params(("endpoint_id" = UuidParam, Path, description = "the endpoint"), RotateQuery),
     responses(
         (status = 200, description = "the endpoint and its new secret (shown once)", body = EndpointWithSecret),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 403, description = "not an admin token", body = Problem),
-        (status = 404, description = "unknown endpoint", body = Problem),
-        (status = 409, description = "the previous rotation's overlap is still running", body = Problem),
-        (status = 422, description = "overlap out of range", body = Problem)))]
+        Authenticated, BadParameters, AdminOnly,
+        (status = 404, description = "`not-found`: unknown endpoint", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`state-conflict`: the previous rotation's overlap is still running", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`validation-failed`: overlap_seconds out of range", body = Problem, content_type = PROBLEM_JSON)))]
 async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
