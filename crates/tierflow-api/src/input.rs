@@ -5,7 +5,8 @@
 //!
 //! A route's parameter or field names the rule with `value_type = …` (or a `params(...)` type);
 //! its handler calls the same type's `parse`/`check`. The unit tests below check each pattern
-//! against its check.
+//! against its check. Also here: [`integral`], integers as JSON Schema reads them (`5.0` is one),
+//! and [`exactly_one_of`], for bodies that take one field of a pair.
 
 use std::collections::BTreeMap;
 
