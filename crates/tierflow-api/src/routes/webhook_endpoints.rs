@@ -71,7 +71,7 @@ pub struct EndpointList {
     pub items: Vec<WebhookEndpoint>,
 }
 
-/// Creates an endpoint with a fresh secret, returned in this answer only.
+/// Creates an endpoint with a fresh secret, returned in this answer only. Admin only.
 #[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     request_body = EndpointBody,
@@ -94,7 +94,7 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
-/// Every endpoint, oldest first, without secrets.
+/// Every endpoint, oldest first, without secrets. Admin only.
 #[utoipa::path(get, path = "/v1/webhook-endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     responses(
@@ -113,7 +113,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     UuidParam::parse("endpoint_id", id)
 }
 
-/// One endpoint, without its secrets.
+/// One endpoint, without its secrets. Admin only.
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "get_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
@@ -147,7 +147,8 @@ pub struct EndpointPatch {
 }
 
 /// Changes an endpoint's URL, description or event filter; its secret and status stay. Queued
-/// and dead deliveries go to the new URL (each attempt reads the endpoint as it is then).
+/// and dead deliveries go to the new URL (each attempt reads the endpoint as it is then). Admin
+/// only.
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{endpoint_id}", operation_id = "update_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
@@ -188,7 +189,7 @@ pub struct DisableQuery {
 
 /// Disables an endpoint: it gets no new events, and its queued deliveries die with a message
 /// saying so (re-deliver them with `POST /v1/jobs/{id}/retry` after enabling it). Disabling a
-/// disabled endpoint changes nothing.
+/// disabled endpoint changes nothing. Admin only.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/disable", operation_id = "disable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     params(("endpoint_id" = UuidParam, Path, description = "the endpoint"), DisableQuery),
@@ -213,6 +214,7 @@ async fn disable(
 }
 
 /// Enables an endpoint (also one disabled by its `410 Gone`): it gets every event from now on.
+/// Admin only.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/enable", operation_id = "enable_webhook_endpoint", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     params(("endpoint_id" = UuidParam, Path, description = "the endpoint")),
@@ -246,7 +248,7 @@ pub struct RotateQuery {
 }
 
 /// Replaces the endpoint's secret. Until the overlap ends every delivery carries two signatures,
-/// the new secret's and the old one's, so receivers can switch at their own pace.
+/// the new secret's and the old one's, so receivers can switch at their own pace. Admin only.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks", security(("bearer" = [])),
     extensions(("x-tierflow-role" = json!("admin"))),
     params(("endpoint_id" = UuidParam, Path, description = "the endpoint"), RotateQuery),
