@@ -8,7 +8,10 @@
 //! entitlement under the tier's definition before the edit with the one now, and for the ones
 //! that differ bumps the version, writes a `tier.changed` audit row and emits the event — in the
 //! job's transaction, which also enqueues the job for the next batch. Locks are held for one
-//! batch only, so a request for a tenant on the tier waits at most one batch.
+//! batch only, so a request for a tenant on the tier waits at most one batch; and the next batch
+//! is due [`PAUSE`] after this one ends, so a fan-out leaves CPU to the requests rather than
+//! running its batches back to back on a small machine (at 100 tenants a batch and about 10 ms a
+//! batch in a release build, 100,000 tenants take about 35 s).
 //!
 //! Every tenant on the tier when its batch runs is compared, including one that moved onto the
 //! tier after the edit (its own change already announced the new definition; it may get a
@@ -36,6 +39,9 @@ use crate::{Context, StoreError, events, tenants};
 
 /// Tenants per job: each batch's transaction locks this many tenant rows (about 20 ms of work).
 pub const BATCH: i64 = 100;
+
+/// The pause between one batch's end and the next batch's start.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Announce one tier edit to the next batch of the tier's tenants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +114,7 @@ pub async fn fan_out(
     now: DateTime<Utc>,
     job: &TierFanout,
 ) -> Result<Batch, StoreError> {
+    let started = std::time::Instant::now();
     let batch = tenants::lock_tier_batch(tx, &job.tier_id, job.after.as_ref(), BATCH).await?;
     let mut changed: Vec<(String, EffectiveEntitlement)> = Vec::new();
     for state in &batch {
@@ -162,7 +169,12 @@ pub async fn fan_out(
             ..job.clone()
         };
         let key = next.key();
-        tierflow_queue::enqueue(tx, vec![NewJob::new(&next, now)?.with_key(key)]).await?;
+        // `now` is when this batch started (the transaction's time); the next one is due a pause
+        // after this one's end, which is about now.
+        let due = now
+            + chrono::Duration::from_std(started.elapsed() + PAUSE)
+                .unwrap_or(chrono::Duration::zero());
+        tierflow_queue::enqueue(tx, vec![NewJob::new(&next, due)?.with_key(key)]).await?;
     }
     Ok(Batch {
         looked_at: batch.len(),
