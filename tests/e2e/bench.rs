@@ -92,3 +92,62 @@ fn bench_stops_when_its_workers_die() {
         "it waited out the timeout: {err}"
     );
 }
+
+/// `tierflow bench --sustained` as a smoke test, shortened: it starts its own PostgreSQL (whose
+/// autovacuum is on: the report shows the table's live and dead rows as the server counts
+/// them), runs producers (direct enqueues and HTTP changes) and a worker together, reports every
+/// phase window by window — steady, half rate, the pinned xmin and the burst — and runs pgbench's
+/// plain-SQL queue on the same server. Every offered job is completed and every HTTP request
+/// is an accepted change.
+#[test]
+fn sustained_benchmark_reports_every_phase() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args([
+            "bench",
+            "--sustained",
+            "6s",
+            "--rate",
+            "200",
+            "--http-rate",
+            "10",
+            "--window",
+            "3s",
+            "--pressure",
+            "4s",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench failed: {}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let windows = report["windows"].as_array().unwrap();
+    let phases: Vec<&str> = windows
+        .iter()
+        .map(|w| w["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["steady", "steady", "half", "clean", "pin", "burst"],
+        "{report}"
+    );
+    for w in windows {
+        assert!(w["completed_per_s"].as_f64().unwrap() > 0.0, "{w}");
+        assert!(w["live_tuples"].as_i64().unwrap() > 0, "{w}");
+        assert!(w["wal_bytes_per_job"].as_f64().unwrap() > 0.0, "{w}");
+        assert!(w["pg_cpu_us_per_job"].as_f64().unwrap() > 0.0, "{w}");
+        assert_eq!(w["http_errors"], 0, "{w}");
+        assert_eq!(w["http_refused"], 0, "{w}");
+    }
+    let summary = &report["summary"];
+    assert_eq!(summary["sustainable_per_s"], 200.0);
+    // Every job offered was done: the steady windows completed about what was offered.
+    let steady = summary["steady_completed_per_s"].as_f64().unwrap();
+    assert!((150.0..=250.0).contains(&steady), "{summary}");
+    assert!(
+        summary["pgbench_jobs_per_s"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(stderr(&out).contains("starting a private PostgreSQL"));
+}

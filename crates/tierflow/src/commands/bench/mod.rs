@@ -21,6 +21,7 @@
 
 mod kinds;
 mod procs;
+pub mod sustained;
 pub mod worker;
 
 use std::process::{Command, Stdio};
@@ -57,6 +58,38 @@ pub struct BenchArgs {
     /// Run only these sections (comma-separated); all when absent.
     #[arg(long, env = "TIERFLOW_BENCH_ONLY", value_enum, value_delimiter = ',')]
     pub only: Vec<Section>,
+    /// Instead of the sections: producers and workers together for this long (90s, 10m, 1h)
+    /// against a PostgreSQL server the benchmark starts with production settings (autovacuum
+    /// on), then the pressure cases (pinned xmin, a burst) and pgbench's plain-SQL queue on the
+    /// same server, reported window by window. Ignores the database options.
+    #[arg(
+        long,
+        env = "TIERFLOW_BENCH_SUSTAINED",
+        value_parser = sustained::parse_duration,
+        value_name = "DURATION"
+    )]
+    pub sustained: Option<Duration>,
+    /// Sustained: the steady phase's offered rate (jobs/s); searched for when absent.
+    #[arg(long, env = "TIERFLOW_BENCH_RATE", requires = "sustained")]
+    pub rate: Option<f64>,
+    /// Sustained: HTTP transition requests per second beside the direct enqueues (0: none).
+    #[arg(long, env = "TIERFLOW_BENCH_HTTP_RATE", default_value_t = 50.0)]
+    pub http_rate: f64,
+    /// Sustained: length of a report window.
+    #[arg(long, env = "TIERFLOW_BENCH_WINDOW", value_parser = sustained::parse_duration, default_value = "60s")]
+    pub window: Duration,
+    /// Sustained: how long xmin stays pinned (the burst lasts half of it).
+    #[arg(long, env = "TIERFLOW_BENCH_PRESSURE", value_parser = sustained::parse_duration, default_value = "120s")]
+    pub pressure: Duration,
+    /// Sustained: the pressure phases' offered rate, as a fraction of the sustainable rate.
+    #[arg(long, env = "TIERFLOW_BENCH_PRESSURE_LOAD", default_value_t = 0.7)]
+    pub pressure_load: f64,
+    /// Sustained: bench-worker processes, and the concurrency of each.
+    #[arg(long, env = "TIERFLOW_BENCH_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Sustained: jobs of each kind a bench-worker process runs at once.
+    #[arg(long, env = "TIERFLOW_BENCH_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 /// A section of the benchmark (see the module doc).
@@ -347,6 +380,20 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(duration) = args.sustained {
+        return sustained::run(sustained::Sustained {
+            duration,
+            rate: args.rate,
+            http_rate: args.http_rate,
+            window: args.window,
+            pressure: args.pressure,
+            pressure_load: args.pressure_load,
+            workers: args.workers,
+            concurrency: args.concurrency,
+            json: args.json,
+        })
+        .await;
+    }
     let started = Instant::now();
     let sizes = Sizes::new(args.quick);
     let admin = database::connect(&args.db).await?;
@@ -437,11 +484,21 @@ async fn machine(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
 }
 
 async fn provision(b: &Bench, prefix: &str, n: usize) -> anyhow::Result<()> {
-    let mut conn = b.pool.acquire().await?;
+    provision_tenants(&b.pool, &b.ctx, prefix, n).await
+}
+
+/// Provisions tenants `<prefix>0` … on `professional`.
+async fn provision_tenants(
+    pool: &PgPool,
+    ctx: &Context,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
     for i in 0..n {
         provision_tenant(
             &mut conn,
-            &b.ctx,
+            ctx,
             ProvisionRequest {
                 tenant_id: TenantId::parse(format!("{prefix}{i}"))?,
                 tier_id: TierId::parse("professional")?,
@@ -465,13 +522,17 @@ const CYCLE: [&str; 4] = ["starter", "professional-b", "starter", "professional"
 
 /// Adds `professional-b`, professional's twin at the same rank, for [`CYCLE`]'s lateral moves.
 async fn add_lateral_tier(b: &Bench) -> anyhow::Result<()> {
-    let mut conn = b.pool.acquire().await?;
+    add_twin_tier(&b.pool, &b.ctx).await
+}
+
+async fn add_twin_tier(pool: &PgPool, ctx: &Context) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
     let mut twin = tierflow_store::tiers::get(&mut conn, &TierId::parse("professional")?)
         .await?
         .context("the professional tier is seeded")?;
     twin.tier_id = TierId::parse("professional-b")?;
     twin.name = "Professional (bench twin)".into();
-    tierflow_store::tiers::put(&mut conn, &b.ctx, &twin, &Actor::parse("bench")?).await?;
+    tierflow_store::tiers::put(&mut conn, ctx, &twin, &Actor::parse("bench")?).await?;
     Ok(())
 }
 
@@ -1005,30 +1066,7 @@ async fn post_transitions(
 
 async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     provision(b, "h", 500).await?;
-    let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
-    // The API runs as its own process (`tierflow api`), as deployed, so the load generator's
-    // work is not scheduled on the server's runtime.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut server = Command::new(std::env::current_exe()?)
-        .arg("api")
-        .env("DATABASE_URL", &b.url)
-        .env("TIERFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
-        .env("TIERFLOW_SERVICE_TOKENS", format!("bench:{token}"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start a `tierflow api` process")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let ready = wait_http_ok(&format!("{base}/healthz"), Duration::from_secs(30)).await;
-    if let Err(e) = ready {
-        let _ = server.kill();
-        let _ = server.wait();
-        return Err(e);
-    }
+    let (mut server, base, token) = spawn_api(&b.url).await?;
     let http = reqwest::Client::new();
     let clients = 16;
     // Warm-up, not measured: the server's pool opens its connections and each connection
@@ -1081,6 +1119,35 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
         how,
     );
     Ok(())
+}
+
+/// Starts a `tierflow api` process on `url`'s database with a fresh service token, and waits
+/// until it answers: the process, its base URL and the token. The API runs as its own process,
+/// as deployed, so the load generator's work is not scheduled on the server's runtime.
+async fn spawn_api(url: &str) -> anyhow::Result<(std::process::Child, String, String)> {
+    let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("api")
+        .env("DATABASE_URL", url)
+        .env("TIERFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+        .env("TIERFLOW_SERVICE_TOKENS", format!("bench:{token}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start a `tierflow api` process")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = wait_http_ok(&format!("{base}/healthz"), Duration::from_secs(30)).await;
+    if let Err(e) = ready {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(e);
+    }
+    Ok((server, base, token))
 }
 
 /// Random bits from the operating system (through a v4 UUID).

@@ -86,6 +86,15 @@ impl Workers {
         Ok(())
     }
 
+    /// Process ids of the processes still running.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|p| p.exited.is_none())
+            .map(|p| p.child.id())
+            .collect()
+    }
+
     /// Kills process `i` with SIGKILL and waits for it (the rescue section's victim).
     pub fn kill9(&mut self, i: usize) {
         if let Some(p) = self.procs.get_mut(i).filter(|p| p.exited.is_none()) {
