@@ -54,7 +54,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// A worker process of `tierflow bench` (started by the benchmark).
     #[command(hide = true)]
-    BenchWorker(bench::worker::BenchWorkerArgs),
+    BenchWorker(bench::BenchWorkerArgs),
     /// Inspect and manage queued jobs: stats, list, dead, retry, cancel.
     Jobs(jobs::JobsArgs),
     /// Test clocks: tenants that live by a frozen time, advanced on demand with their jobs.

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             Command::Webhooks(args) => commands::webhooks::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
-            Command::BenchWorker(args) => commands::bench::worker::run(args).await,
+            Command::BenchWorker(args) => commands::bench::run_worker(args).await,
         }
     });
     match result {

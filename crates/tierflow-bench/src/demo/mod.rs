@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use reqwest::Method;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use tierflow_api::auth::Role;
 use tierflow_api::{Api, ApiConfig, Token};
 use tierflow_domain::SystemClock;
@@ -24,14 +25,11 @@ use tierflow_store::Context;
 use tierflow_worker::WorkerState;
 use tierflow_worker::webhook::{Secret, WebhookClient};
 
-use crate::cli::DatabaseArgs;
-use crate::database;
 use receiver::Receiver;
 
+/// The demo's own options; the `tierflow` binary adds where the database is.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    #[command(flatten)]
-    pub db: DatabaseArgs,
     /// Grace period of the demo's downgrades, in seconds.
     #[arg(long, env = "TIERFLOW_DEMO_GRACE_SECS", default_value_t = 10)]
     pub grace_secs: u64,
@@ -142,10 +140,14 @@ fn flags(e: &Value) -> [bool; 4] {
     .map(|f| r[f] == true)
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// Connections the demo's pool should have: its API, its workers and its own queries share it.
+pub const POOL_SIZE: u32 = 40;
+
+/// Runs the demo on `pool` (best opened with [`POOL_SIZE`] connections), migrating the database
+/// first; `target` names the database in the first line (`host:port/database`, no password).
+pub async fn run(args: DemoArgs, pool: &PgPool, target: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let db = database::open(&args.db, 40, false).await?;
-    tierflow_store::migrate::migrate(&db.pool).await?;
+    tierflow_store::migrate::migrate(pool).await?;
     let metrics = tierflow_api::ops::install_recorder().map_err(|e| anyhow::anyhow!(e))?;
 
     // The cast: a downstream receiver, the API, the workers.
@@ -169,7 +171,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ),
             max_connections: ApiConfig::DEFAULT_MAX_CONNECTIONS,
         },
-        db.pool.clone(),
+        pool.clone(),
         ctx.clone(),
     )
     .await?;
@@ -181,10 +183,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let state = Arc::new(WorkerState {
         store: ctx.clone(),
-        webhooks: Some(WebhookClient::new(db.pool.clone(), Some(secret))?),
+        webhooks: Some(WebhookClient::new(pool.clone(), Some(secret))?),
         reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     });
-    let fleet = tierflow_worker::fleet::build(db.pool.clone(), state, fleet_config);
+    let fleet = tierflow_worker::fleet::build(pool.clone(), state, fleet_config);
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let (mut api_stop, mut fleet_stop) = (stop.subscribe(), stop.subscribe());
     let api_task = tokio::spawn(api.run_until(async move {
@@ -201,11 +203,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         started,
         report: serde_json::Map::new(),
     };
-    let result = tell(&mut story, &args, &receiver, &db, &metrics).await;
+    let result = tell(&mut story, &args, &receiver, pool, target, &metrics).await;
     let _ = stop.send(());
     let _ = api_task.await;
     let _ = fleet_task.await;
-    db.close().await;
     result?;
     if args.json {
         println!(
@@ -220,13 +221,14 @@ async fn tell(
     s: &mut Story,
     args: &DemoArgs,
     receiver: &Receiver,
-    db: &database::Db,
+    pool: &PgPool,
+    target: &str,
     metrics: &metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let grace = args.grace_secs;
     let suffix = format!("{:04x}", rand_u64() & 0xffff);
     let (acme, globex) = (format!("acme-{suffix}"), format!("globex-{suffix}"));
-    s.say(format!("tierflow demo on {} — API {} · workers for {} job kinds · webhook receiver {} (answers 503, Retry-After: 1, to its first 2 deliveries)", db.target, s.base, tierflow_store::jobs::KINDS.len(), receiver.url));
+    s.say(format!("tierflow demo on {} — API {} · workers for {} job kinds · webhook receiver {} (answers 503, Retry-After: 1, to its first 2 deliveries)", target, s.base, tierflow_store::jobs::KINDS.len(), receiver.url));
 
     let tiers = s.ok(Method::GET, "/v1/tiers", None).await?;
     let names: Vec<&str> = tiers
@@ -408,7 +410,7 @@ async fn tell(
         "SELECT (details->>'lateness_seconds')::float8 FROM audit_events WHERE tenant_id = $1 AND action = 'action.apply_downgrade'",
     )
     .bind(&acme)
-    .fetch_optional(&db.pool)
+    .fetch_optional(pool)
     .await?;
     s.say(format!(
         "{acme}: grace ended — now on starter ({} ms after the grace end); grace restrictions lifted, voice off by the starter plan itself",
@@ -506,7 +508,7 @@ async fn tell(
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs WHERE job_type = 'deliver_event' AND status IN ('Pending', 'Failed', 'Running')",
         )
-        .fetch_one(&db.pool)
+        .fetch_one(pool)
         .await?;
         Ok((open == 0).then_some(()))
     })
@@ -549,7 +551,7 @@ async fn tell(
     );
 
     // 7. The audit trail.
-    let mut conn = db.pool.acquire().await?;
+    let mut conn = pool.acquire().await?;
     let trail =
         tierflow_store::audit::for_tenant(&mut conn, TenantId::parse(&acme)?.as_str()).await?;
     s.say(format!("audit trail of {acme}:"));

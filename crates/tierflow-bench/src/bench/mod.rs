@@ -40,15 +40,12 @@ use tierflow_queue::{NewJob, enqueue};
 use tierflow_store::transitions::{ProvisionRequest, provision_tenant};
 use tierflow_store::{Context, TransitionRequest, request_transition};
 
-use crate::cli::DatabaseArgs;
-use crate::database;
 use kinds::{BenchNoop, BenchSleep};
 use procs::Workers;
 
+/// The benchmark's own options; the `tierflow` binary adds where the database is.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    pub db: DatabaseArgs,
     /// A short run (under 2 minutes) with smaller sizes, for smoke tests.
     #[arg(long, env = "TIERFLOW_BENCH_QUICK")]
     pub quick: bool,
@@ -379,33 +376,35 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(duration) = args.sustained {
-        return sustained::run(sustained::Sustained {
+impl BenchArgs {
+    /// The settings of a sustained run, when one is asked for (`--sustained`): it starts its own
+    /// server, so the caller need not connect to one.
+    pub fn sustained_run(&self) -> Option<sustained::Sustained> {
+        self.sustained.map(|duration| sustained::Sustained {
             duration,
-            rate: args.rate,
-            http_rate: args.http_rate,
-            window: args.window,
-            pressure: args.pressure,
-            pressure_load: args.pressure_load,
-            workers: args.workers,
-            concurrency: args.concurrency,
-            json: args.json,
+            rate: self.rate,
+            http_rate: self.http_rate,
+            window: self.window,
+            pressure: self.pressure,
+            pressure_load: self.pressure_load,
+            workers: self.workers,
+            concurrency: self.concurrency,
+            json: self.json,
         })
-        .await;
     }
+}
+
+/// Runs the benchmark. `admin` is a connection pool to the server, used to create the benchmark's
+/// database and drop it at the end; `base_url` is a URL of that server (its database part is
+/// replaced by the benchmark's), handed to the `bench-worker` and `api` processes it starts.
+pub async fn run(args: BenchArgs, admin: &PgPool, base_url: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let sizes = Sizes::new(args.quick);
-    let admin = database::connect(&args.db).await?;
     let name = format!("tierflow_bench_{:08x}", rand_u32());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin.pool)
+        .execute(admin)
         .await?;
-    let base_url = match &args.db.database_url {
-        Some(url) => url.clone(),
-        None => format!("postgres://postgres@{}", admin.target),
-    };
-    let url = with_database(&base_url, &name);
+    let url = with_database(base_url, &name);
     let result = async {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(30)
@@ -433,9 +432,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
-    .execute(&admin.pool)
+    .execute(admin)
     .await;
-    admin.close().await;
     let (machine, figures) = result?;
     if args.json {
         println!(

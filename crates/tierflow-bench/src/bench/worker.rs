@@ -5,18 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use sqlx::PgPool;
 use tierflow_queue::FleetConfig;
+use tierflow_store::Context;
 use tierflow_worker::WorkerState;
 
 use super::kinds::{BenchNoop, BenchSleep, noop, sleep};
-use crate::cli::DatabaseArgs;
-use crate::commands::worker::store_context;
-use crate::{database, shutdown};
 
+/// The bench worker's own options; the `tierflow` binary adds where the database is.
 #[derive(Debug, Args)]
 pub struct BenchWorkerArgs {
-    #[command(flatten)]
-    pub db: DatabaseArgs,
     /// Jobs of each kind this process runs at once.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -30,17 +28,19 @@ pub struct BenchWorkerArgs {
 /// transition jobs drained fastest with 6–8 (4: 2.0–2.5k jobs/s; 8: 2.4–2.8k; 12: 1.9–2.0k; one
 /// per job slot, 22: 1.5–2.4k; 52: 0.5–1.5k): more transactions than the database has cores to
 /// run them only add lock waits and task switches. Standalone kinds hold no connection.
-const POOL_SIZE: u32 = 8;
+pub const POOL_SIZE: u32 = 8;
 
-pub async fn run(args: BenchWorkerArgs) -> anyhow::Result<()> {
-    let size = args.db.db_pool_size.unwrap_or(POOL_SIZE);
-    let db = database::open(&args.db, size, false).await?;
-    let events = crate::cli::EventArgs {
-        webhook_urls: vec![],
-        webhook_secret: None,
-    };
+/// Runs the real job kinds and the benchmark's on `pool` (best opened with [`POOL_SIZE`]
+/// connections unless the user said otherwise) with the store context `store`, until `shutdown`
+/// completes; in-flight jobs then finish as in `tierflow worker`.
+pub async fn run(
+    args: BenchWorkerArgs,
+    pool: PgPool,
+    store: Context,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let state = Arc::new(WorkerState {
-        store: store_context(&events),
+        store,
         webhooks: None,
         reconcile_interval: tierflow_store::reconciler::DEFAULT_INTERVAL,
     });
@@ -53,11 +53,10 @@ pub async fn run(args: BenchWorkerArgs) -> anyhow::Result<()> {
         },
         ..defaults
     };
-    let fleet = tierflow_worker::fleet::build(db.pool.clone(), state, config)
+    let fleet = tierflow_worker::fleet::build(pool, state, config)
         .register_standalone::<BenchNoop>(noop)
         .register::<BenchSleep>(sleep);
     tracing::info!(worker_id = %fleet.worker_id(), "bench worker started");
-    fleet.run_until(shutdown::signal()).await;
-    db.close().await;
+    fleet.run_until(shutdown).await;
     Ok(())
 }
