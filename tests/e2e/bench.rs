@@ -62,6 +62,18 @@ fn quick_benchmark_runs_every_section() {
             "{f}"
         );
     }
+    // The real jobs are compared with pgbench -N run on the same server, and their WAL counted.
+    for what in [
+        "pgbench -N, 16 clients",
+        "real transition jobs vs pgbench -N",
+        "real transition jobs, 1 × 16, WAL",
+    ] {
+        let f = figures
+            .iter()
+            .find(|f| f["what"] == what)
+            .unwrap_or_else(|| panic!("no figure {what}"));
+        assert!(f["value"].as_f64().unwrap() > 0.0, "{f}");
+    }
     // Progress lines went to stderr while it ran.
     assert!(stderr(&out).contains("drain:"));
 }

@@ -6,7 +6,8 @@
 //! - **drain** — N pre-enqueued no-op jobs, and the real jobs of N downgrades (each doing its
 //!   domain transaction) in production order — `voice_disable`/`sla_freeze` at request time,
 //!   `apply_downgrade` at grace end — with W `bench-worker` processes × concurrency C, counting
-//!   the jobs that found nothing to do;
+//!   the jobs that found nothing to do, and the WAL they wrote; then `pgbench -N` on the same
+//!   server, the yardstick the real jobs are compared with;
 //! - **pickup** — no-op jobs enqueued one by one at 100/s: claim − due, and stalls over 100 ms;
 //! - **schedule** — jobs due 0.5–3 s ahead: claim − due;
 //! - **rescue** — kill -9 of a worker holding jobs until they run in another process;
@@ -81,6 +82,9 @@ pub struct BenchArgs {
     /// Sustained: the pressure phases' offered rate, as a fraction of the sustainable rate.
     #[arg(long, env = "TIERFLOW_BENCH_PRESSURE_LOAD", default_value_t = 0.7)]
     pub pressure_load: f64,
+    /// Sustained: how long finished jobs are kept (the table's steady size is rate × this).
+    #[arg(long, env = "TIERFLOW_BENCH_RETENTION", value_parser = sustained::parse_duration, default_value = "5m")]
+    pub retention: Duration,
     /// Sustained: bench-worker processes, and the concurrency of each.
     #[arg(long, env = "TIERFLOW_BENCH_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -115,6 +119,8 @@ struct Sizes {
     rescue_trials: usize,
     finished_rows: usize,
     scale_jobs: usize,
+    pgbench_scale: u32,
+    pgbench_secs: u32,
 }
 
 impl Sizes {
@@ -132,6 +138,8 @@ impl Sizes {
                 rescue_trials: 1,
                 finished_rows: 100_000,
                 scale_jobs: 5_000,
+                pgbench_scale: 2,
+                pgbench_secs: 5,
             }
         } else {
             Sizes {
@@ -146,6 +154,8 @@ impl Sizes {
                 rescue_trials: 3,
                 finished_rows: 1_000_000,
                 scale_jobs: 20_000,
+                pgbench_scale: 10,
+                pgbench_secs: 20,
             }
         }
     }
@@ -286,11 +296,14 @@ impl Bench {
                 tx.commit().await?;
             }
         }
+        let wal_start = self.wal_lsn().await?;
         let mut procs = self.workers(w, c)?;
         let at_request = ["voice_disable", "sla_freeze"];
         self.wait_drained(&mut procs, &at_request, Duration::from_secs(300))
             .await?;
         let first = self.drain_span(&at_request).await?;
+        // WAL of the drains only: not of the bench's own fast-forward between them.
+        let mut wal = self.wal_since(&wal_start).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE tier_transitions SET grace_ends_at = now() - interval '1 second'
@@ -303,8 +316,10 @@ impl Bench {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        let wal_second = self.wal_lsn().await?;
         self.wait_drained(&mut procs, &["apply_downgrade"], Duration::from_secs(300))
             .await?;
+        wal += self.wal_since(&wal_second).await?;
         let second = self.drain_span(&["apply_downgrade"]).await?;
         procs.stop();
         let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
@@ -319,7 +334,81 @@ impl Bench {
             jobs: first.0 + second.0,
             secs: first.1 + second.1,
             no_ops,
+            wal_bytes: wal,
         })
+    }
+
+    /// The server's current WAL position.
+    async fn wal_lsn(&self) -> anyhow::Result<String> {
+        Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// WAL bytes written on the whole server since `lsn`.
+    async fn wal_since(&self, lsn: &str) -> anyhow::Result<f64> {
+        Ok(
+            sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+                .bind(lsn)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `pgbench -N` (its built-in TPC-B-like script without the updates of the small tables)
+    /// with 16 clients for `secs` on this benchmark's server, in the benchmark's database
+    /// (scale `scale`): the yardstick for real jobs, each a transaction of a few reads and
+    /// writes. Transactions per second, as pgbench reports them.
+    async fn pgbench_n(&self, scale: u32, secs: u32) -> anyhow::Result<f64> {
+        let pgbench = tierflow_pg::find_bin()
+            .map(|b| b.join("pgbench"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "pgbench".into());
+        let run = |args: Vec<String>| {
+            let pgbench = pgbench.clone();
+            async move {
+                let out = tokio::process::Command::new(&pgbench)
+                    .args(&args)
+                    .output()
+                    .await
+                    .with_context(|| format!("run {}", pgbench.display()))?;
+                if !out.status.success() {
+                    bail!(
+                        "pgbench {} failed ({}): {}",
+                        args.join(" "),
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+        };
+        run(vec![
+            "-i".into(),
+            "-q".into(),
+            "-s".into(),
+            scale.to_string(),
+            self.url.clone(),
+        ])
+        .await?;
+        let out = run(vec![
+            "-N".into(),
+            "-n".into(),
+            "-c".into(),
+            "16".into(),
+            "-j".into(),
+            "2".into(),
+            "-T".into(),
+            secs.to_string(),
+            self.url.clone(),
+        ])
+        .await?;
+        // "tps = 4123.456789 (without initial connection time)"
+        out.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no tps in pgbench's output: {out}"))
     }
 
     /// Finished jobs of `kinds` and the seconds from the first claim to the last finish.
@@ -352,6 +441,8 @@ struct RealDrain {
     jobs: i64,
     secs: f64,
     no_ops: i64,
+    /// WAL written on the server while the jobs drained.
+    wal_bytes: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -387,6 +478,7 @@ impl BenchArgs {
             window: self.window,
             pressure: self.pressure,
             pressure_load: self.pressure_load,
+            retention: self.retention,
             workers: self.workers,
             concurrency: self.concurrency,
             json: self.json,
@@ -712,6 +804,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
         noop_best = Some((best, best_config));
 
         // ── drain: real transition jobs ──
+        let mut best_real: f64 = 0.0;
         for (n, (w, c)) in [(1, 16), (2, 16)].into_iter().enumerate() {
             b.progress(format!(
                 "drain: jobs of {} downgrades (domain transactions), {w} process(es) × {c}",
@@ -730,7 +823,36 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                     d.jobs, d.no_ops
                 ),
             );
+            b.record(
+                "drain",
+                format!("real transition jobs, {w} × {c}, WAL"),
+                d.wal_bytes / d.jobs.max(1) as f64,
+                "B/job",
+                "WAL written on the server while they drained (pg_current_wal_lsn), per job",
+            );
+            best_real = best_real.max(d.jobs as f64 / d.secs);
         }
+        let (scale, secs) = (s.pgbench_scale, s.pgbench_secs);
+        b.progress(format!(
+            "drain: pgbench -N, 16 clients, {secs} s, scale {scale}, same server"
+        ));
+        let tps = b.pgbench_n(scale, secs).await?;
+        b.record(
+            "drain",
+            "pgbench -N, 16 clients",
+            tps,
+            "tps",
+            format!(
+                "pgbench's built-in simple-update script, scale {scale}, {secs} s, on this server"
+            ),
+        );
+        b.record(
+            "drain",
+            "real transition jobs vs pgbench -N",
+            best_real / tps,
+            "×",
+            "the better real-job drain above, over pgbench -N's transactions/s",
+        );
     }
 
     // ── pickup latency at 100 jobs/s ──

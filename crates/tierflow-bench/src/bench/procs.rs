@@ -29,6 +29,16 @@ struct Proc {
 impl Workers {
     /// Starts `n` processes with concurrency `c` against `url`.
     pub fn start(url: &str, n: usize, c: usize) -> anyhow::Result<Workers> {
+        Self::start_with(url, n, c, &[])
+    }
+
+    /// [`Workers::start`], with more environment variables for each process.
+    pub fn start_with(
+        url: &str,
+        n: usize,
+        c: usize,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Workers> {
         let exe = std::env::current_exe().context("find the tierflow executable")?;
         // Built one by one, so that the ones already started are stopped if a later one fails.
         let mut workers = Workers {
@@ -41,6 +51,7 @@ impl Workers {
                 .env("HOSTNAME", format!("bench-{i}"))
                 .env("TIERFLOW_CONCURRENCY", c.to_string())
                 .env("RUST_LOG", "error")
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -21,6 +21,11 @@ pub struct BenchWorkerArgs {
     /// Seconds without a heartbeat before another process rescues this one's jobs.
     #[arg(long, env = "TIERFLOW_RESCUE_AFTER_SECS", default_value_t = 6)]
     pub rescue_after_secs: u64,
+    /// Seconds finished jobs are kept before the cleaner deletes them (a week by default, as in
+    /// `tierflow worker`; the sustained benchmark shortens it so the table reaches its steady
+    /// size within the run).
+    #[arg(long, env = "TIERFLOW_BENCH_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: u64,
 }
 
 /// Connections of a bench worker, which bound its concurrent job transactions (jobs beyond it
@@ -50,6 +55,10 @@ pub async fn run(
         rescuer: tierflow_queue::maintenance::rescuer::RescuerConfig {
             rescue_after: Duration::from_secs(args.rescue_after_secs),
             ..defaults.rescuer
+        },
+        cleaner: tierflow_queue::maintenance::cleaner::CleanerConfig {
+            retention: Duration::from_secs(args.retention_secs),
+            ..defaults.cleaner
         },
         ..defaults
     };
