@@ -65,8 +65,8 @@ fn quick_benchmark_runs_every_section() {
     // The real jobs are compared with pgbench -N run on the same server, and their WAL counted.
     for what in [
         "pgbench -N, 16 clients",
-        "real transition jobs vs pgbench -N",
-        "real transition jobs, 1 × 16, WAL",
+        "real jobs vs pgbench -N",
+        "WAL per real transition job, 1 × 16",
     ] {
         let f = figures
             .iter()

@@ -15,13 +15,14 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::Task;
 use apalis_core::task::task_id::RandomId;
 use apalis_core::worker::context::WorkerContext;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,7 @@ impl Producer {
     pub async fn run(self) {
         let kind = self.config.kind;
         let mut db_backoff = Duration::from_millis(100);
+        let mut floor = ClaimFloor::default();
         loop {
             // Wait for a free slot before claiming anything.
             let first = tokio::select! {
@@ -100,17 +102,24 @@ impl Producer {
                 slots.push(p);
             }
             let wanted = slots.len();
-            match lease::claim(
+            let from = floor.from(Instant::now());
+            match lease::claim_from(
                 &self.pool,
                 kind,
                 &self.config.worker_id,
                 wanted,
                 self.config.commit,
+                from,
             )
             .await
             {
                 Ok(claimed) => {
                     db_backoff = Duration::from_millis(100);
+                    floor.claimed(
+                        from,
+                        claimed.iter().map(|c| c.lease.run_at).min(),
+                        Instant::now(),
+                    );
                     let got = claimed.len();
                     // Held from here: the heartbeat lists these jobs from its next beat on.
                     let held: Vec<_> = claimed
@@ -146,7 +155,7 @@ impl Producer {
                     continue;
                 }
             }
-            let sleep_for = self.idle_wait().await;
+            let sleep_for = self.idle_wait(floor.from(Instant::now())).await;
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -158,13 +167,61 @@ impl Producer {
     }
 
     /// How long to sleep when nothing is due: until the next scheduled job, at most the floor.
-    async fn idle_wait(&self) -> Duration {
+    async fn idle_wait(&self, from: Option<DateTime<Utc>>) -> Duration {
         let floor = self.config.poll_interval;
-        match lease::seconds_until_next_due(&self.pool, self.config.kind).await {
+        match lease::seconds_until_next_due(&self.pool, self.config.kind, from).await {
             Ok(Some(secs)) if secs <= 0.0 => Duration::from_millis(1),
             Ok(Some(secs)) => Duration::from_secs_f64(secs).min(floor),
             Ok(None) => floor,
             Err(_) => floor.min(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// How often a producer's claim scans the claimable jobs from the oldest, not from its floor.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// How far behind the oldest job of its last claim a producer's next claim starts. A job's due
+/// time is usually taken when its transaction starts and it becomes visible at commit, so jobs
+/// due just before the floor keep appearing after the claim that set it: enqueued by a
+/// concurrent transaction that committed later. Measured without it (4 producers enqueueing
+/// 4,000 jobs/s): p99 pickup 0.7–0.8 s, the full scan's second; with it, those are claimed at
+/// once. Under a pinned `xmin` a claim steps over the dead entries of this window only.
+const FLOOR_MARGIN: chrono::Duration = chrono::Duration::milliseconds(250);
+
+/// Where a producer's claims start: [`FLOOR_MARGIN`] before the due time of the oldest job its
+/// last claim took, so a claim does not step over the index entries of jobs already claimed
+/// (see [`lease::claim_from`]); and, once per [`FULL_SCAN_EVERY`], from the oldest job, for the
+/// jobs that became due further behind. Those wait at most that long more than others.
+#[derive(Debug, Default)]
+struct ClaimFloor {
+    floor: Option<DateTime<Utc>>,
+    last_full: Option<Instant>,
+}
+
+impl ClaimFloor {
+    /// Where the next claim starts: `None` for a full scan.
+    fn from(&self, now: Instant) -> Option<DateTime<Utc>> {
+        match self.last_full {
+            Some(at) if now.duration_since(at) < FULL_SCAN_EVERY => {
+                self.floor.map(|f| f - FLOOR_MARGIN)
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a claim that started at `from` and took jobs whose oldest was due at `oldest`.
+    fn claimed(
+        &mut self,
+        from: Option<DateTime<Utc>>,
+        oldest: Option<DateTime<Utc>>,
+        now: Instant,
+    ) {
+        if from.is_none() {
+            self.last_full = Some(now);
+        }
+        if let Some(oldest) = oldest {
+            self.floor = Some(oldest);
         }
     }
 }
@@ -223,5 +280,52 @@ impl BackendConfig for ProducerBackend {
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
         tower_layer::Identity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn claims_start_at_the_floor_and_scan_from_the_oldest_once_a_second() {
+        let t0 = Instant::now();
+        let mut floor = ClaimFloor::default();
+        // The first claim scans everything.
+        assert_eq!(floor.from(t0), None);
+        floor.claimed(None, Some(at(10)), t0);
+        // The next ones start a margin before the oldest job the last claim took.
+        assert_eq!(
+            floor.from(t0 + Duration::from_millis(10)),
+            Some(at(10) - FLOOR_MARGIN)
+        );
+        floor.claimed(Some(at(10)), Some(at(12)), t0 + Duration::from_millis(10));
+        assert_eq!(
+            floor.from(t0 + Duration::from_millis(20)),
+            Some(at(12) - FLOOR_MARGIN)
+        );
+        // A claim that took nothing keeps the floor.
+        floor.claimed(Some(at(12)), None, t0 + Duration::from_millis(20));
+        assert_eq!(
+            floor.from(t0 + Duration::from_millis(30)),
+            Some(at(12) - FLOOR_MARGIN)
+        );
+        // A second after the last full scan, the next claim is one again; a job found behind
+        // the floor (a released one, due long ago) moves the floor back to it.
+        let later = t0 + FULL_SCAN_EVERY;
+        assert_eq!(floor.from(later), None);
+        floor.claimed(None, Some(at(1)), later);
+        assert_eq!(floor.from(later), Some(at(1) - FLOOR_MARGIN));
+        // A full scan that takes nothing keeps the floor and restarts the second.
+        let again = later + FULL_SCAN_EVERY;
+        floor.claimed(None, None, again);
+        assert_eq!(
+            floor.from(again + Duration::from_millis(1)),
+            Some(at(1) - FLOOR_MARGIN)
+        );
     }
 }

@@ -825,7 +825,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             );
             b.record(
                 "drain",
-                format!("real transition jobs, {w} × {c}, WAL"),
+                format!("WAL per real transition job, {w} × {c}"),
                 d.wal_bytes / d.jobs.max(1) as f64,
                 "B/job",
                 "WAL written on the server while they drained (pg_current_wal_lsn), per job",
@@ -848,7 +848,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
         );
         b.record(
             "drain",
-            "real transition jobs vs pgbench -N",
+            "real jobs vs pgbench -N",
             best_real / tps,
             "×",
             "the better real-job drain above, over pgbench -N's transactions/s",
