@@ -179,13 +179,18 @@ struct Bench {
     figures: Vec<Figure>,
 }
 
+/// A progress line on stderr, with the seconds since `started`.
+fn progress(started: Instant, line: impl AsRef<str>) {
+    eprintln!(
+        "[{:>6.1}s] {}",
+        started.elapsed().as_secs_f64(),
+        line.as_ref()
+    );
+}
+
 impl Bench {
     fn progress(&self, line: impl AsRef<str>) {
-        eprintln!(
-            "[{:>6.1}s] {}",
-            self.started.elapsed().as_secs_f64(),
-            line.as_ref()
-        );
+        progress(self.started, line);
     }
 
     fn record(

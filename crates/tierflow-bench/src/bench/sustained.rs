@@ -390,11 +390,7 @@ struct Run {
 
 impl Run {
     fn progress(&self, line: impl AsRef<str>) {
-        eprintln!(
-            "[{:>6.1}s] {}",
-            self.started.elapsed().as_secs_f64(),
-            line.as_ref()
-        );
+        super::progress(self.started, line);
     }
 
     async fn mark(&self) -> anyhow::Result<Mark> {
@@ -580,6 +576,22 @@ impl Run {
         self.out(line);
     }
 
+    /// After a pressure phase that left `backlog`: waits up to 300 s for the queue to be back to
+    /// `settled`, says how long it took, and returns it (`None`: longer).
+    async fn recover(
+        &mut self,
+        what: &str,
+        backlog: i64,
+        settled: i64,
+    ) -> anyhow::Result<Option<f64>> {
+        let took = self.until_depth(settled, Duration::from_secs(300)).await?;
+        self.progress(format!(
+            "{what}: backlog {backlog} back to ≤ {settled} in {}",
+            took.map_or("more than 300 s".into(), |t| format!("{t:.1} s"))
+        ));
+        Ok(took)
+    }
+
     /// Waits (producers at the current rate) until at most `depth` jobs are queued, up to
     /// `limit`; the time it took, or `None` if it did not get there.
     async fn until_depth(&mut self, depth: i64, limit: Duration) -> anyhow::Result<Option<f64>> {
@@ -625,15 +637,17 @@ pub async fn run(s: Sustained) -> anyhow::Result<()> {
         "no PostgreSQL server binaries found; a sustained run starts its own server (Debian: apt-get install postgresql)",
     )?;
     let dir = std::env::temp_dir().join(format!("tierflow-sustained-{:08x}", super::rand_u32()));
-    eprintln!(
-        "[{:>6.1}s] starting a private PostgreSQL in {} (autovacuum on, synchronous_commit on, {})",
-        0.0,
-        dir.display(),
-        SERVER_CONF
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    super::progress(
+        started,
+        format!(
+            "starting a private PostgreSQL in {} (autovacuum on, synchronous_commit on, {})",
+            dir.display(),
+            SERVER_CONF
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     );
     let server = tierflow_pg::Server::start_with(&dir, SERVER_CONF)
         .context("start the benchmark's PostgreSQL server")?;
@@ -814,14 +828,7 @@ async fn run_on(
     pin.await.context("the pinning task panicked")??;
     summary.pin_completed_per_s = w.completed_per_s;
     summary.pin_backlog = w.depth;
-    summary.pin_recovery_secs = run.until_depth(settled, Duration::from_secs(300)).await?;
-    run.progress(format!(
-        "pin released: backlog {} back to ≤ {settled} in {}",
-        w.depth,
-        summary
-            .pin_recovery_secs
-            .map_or("more than 300 s".into(), |t| format!("{t:.1} s"))
-    ));
+    summary.pin_recovery_secs = run.recover("pin released", w.depth, settled).await?;
 
     // ── 5. burst ──
     run.load.set_rate(kept * 1.5);
@@ -829,14 +836,7 @@ async fn run_on(
     let (w, _) = run.window("burst", from, s.pressure / 2).await?;
     run.load.set_rate(base);
     summary.burst_backlog = w.depth;
-    summary.burst_recovery_secs = run.until_depth(settled, Duration::from_secs(300)).await?;
-    run.progress(format!(
-        "burst over: backlog {} back to ≤ {settled} in {}",
-        w.depth,
-        summary
-            .burst_recovery_secs
-            .map_or("more than 300 s".into(), |t| format!("{t:.1} s"))
-    ));
+    summary.burst_recovery_secs = run.recover("burst over", w.depth, settled).await?;
 
     // Everything stops before the yardstick runs on the quiet server.
     let Run {
@@ -856,10 +856,12 @@ async fn run_on(
 
     // ── 6. pgbench ──
     let length = s.duration.min(Duration::from_secs(60));
-    eprintln!(
-        "[{:>6.1}s] pgbench: INSERT + SKIP LOCKED claim + UPDATE to done, 16 clients, {} s",
-        started.elapsed().as_secs_f64(),
-        length.as_secs()
+    super::progress(
+        started,
+        format!(
+            "pgbench: INSERT + SKIP LOCKED claim + UPDATE to done, 16 clients, {} s",
+            length.as_secs()
+        ),
     );
     summary.pgbench_jobs_per_s = pgbench_queue(server, bin, 16, length).await?;
 
