@@ -192,7 +192,9 @@ const FLOOR_MARGIN: chrono::Duration = chrono::Duration::milliseconds(250);
 /// Where a producer's claims start: [`FLOOR_MARGIN`] before the due time of the oldest job its
 /// last claim took, so a claim does not step over the index entries of jobs already claimed
 /// (see [`lease::claim_from`]); and, once per [`FULL_SCAN_EVERY`], from the oldest job, for the
-/// jobs that became due further behind. Those wait at most that long more than others.
+/// jobs that became due further behind. Those wait up to about that long more than others (up to
+/// the polling floor more when the queue is otherwise idle, since the idle wait looks from the
+/// floor too).
 #[derive(Debug, Default)]
 struct ClaimFloor {
     floor: Option<DateTime<Utc>>,
