@@ -365,49 +365,9 @@ impl Bench {
     /// (scale `scale`): the yardstick for real jobs, each a transaction of a few reads and
     /// writes. Transactions per second, as pgbench reports them.
     async fn pgbench_n(&self, scale: u32, secs: u32) -> anyhow::Result<f64> {
-        let pgbench = tierflow_pg::find_bin()
-            .map(|b| b.join("pgbench"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "pgbench".into());
-        let run = |args: Vec<String>| {
-            let pgbench = pgbench.clone();
-            async move {
-                let out = tokio::process::Command::new(&pgbench)
-                    .args(&args)
-                    .output()
-                    .await
-                    .with_context(|| format!("run {}", pgbench.display()))?;
-                if !out.status.success() {
-                    bail!(
-                        "pgbench {} failed ({}): {}",
-                        args.join(" "),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-        };
-        run(vec![
-            "-i".into(),
-            "-q".into(),
-            "-s".into(),
-            scale.to_string(),
-            self.url.clone(),
-        ])
-        .await?;
-        let out = run(vec![
-            "-N".into(),
-            "-n".into(),
-            "-c".into(),
-            "16".into(),
-            "-j".into(),
-            "2".into(),
-            "-T".into(),
-            secs.to_string(),
-            self.url.clone(),
-        ])
-        .await?;
+        pgbench(&["-i", "-q", "-s", &scale.to_string(), &self.url]).await?;
+        let secs = secs.to_string();
+        let out = pgbench(&["-N", "-n", "-c", "16", "-j", "2", "-T", &secs, &self.url]).await?;
         // "tps = 4123.456789 (without initial connection time)"
         out.lines()
             .find_map(|l| l.strip_prefix("tps = "))
@@ -456,6 +416,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the machine's `pgbench` (beside the PostgreSQL server binaries, else on `PATH`) with
+/// `args`; its standard output, or an error with its standard error.
+async fn pgbench(args: &[&str]) -> anyhow::Result<String> {
+    let bin = tierflow_pg::find_bin()
+        .map(|b| b.join("pgbench"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "pgbench".into());
+    let out = tokio::process::Command::new(&bin)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "pgbench {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `url` with its database replaced by `name`.

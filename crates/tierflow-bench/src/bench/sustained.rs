@@ -633,9 +633,6 @@ struct Summary {
 
 pub async fn run(s: Sustained) -> anyhow::Result<()> {
     let started = Instant::now();
-    let bin = tierflow_pg::find_bin().context(
-        "no PostgreSQL server binaries found; a sustained run starts its own server (Debian: apt-get install postgresql)",
-    )?;
     let dir = std::env::temp_dir().join(format!("tierflow-sustained-{:08x}", super::rand_u32()));
     super::progress(
         started,
@@ -651,7 +648,7 @@ pub async fn run(s: Sustained) -> anyhow::Result<()> {
     );
     let server = tierflow_pg::Server::start_with(&dir, SERVER_CONF)
         .context("start the benchmark's PostgreSQL server")?;
-    let result = run_on(&s, &server, &bin, started).await;
+    let result = run_on(&s, &server, started).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -660,7 +657,6 @@ pub async fn run(s: Sustained) -> anyhow::Result<()> {
 async fn run_on(
     s: &Sustained,
     server: &tierflow_pg::Server,
-    bin: &std::path::Path,
     started: Instant,
 ) -> anyhow::Result<()> {
     server.ensure_database("bench")?;
@@ -863,7 +859,7 @@ async fn run_on(
             length.as_secs()
         ),
     );
-    summary.pgbench_jobs_per_s = pgbench_queue(server, bin, 16, length).await?;
+    summary.pgbench_jobs_per_s = pgbench_queue(server, 16, length).await?;
 
     if s.json {
         println!(
@@ -964,7 +960,6 @@ async fn pin_xmin(
 /// transactions.
 async fn pgbench_queue(
     server: &tierflow_pg::Server,
-    bin: &std::path::Path,
     clients: usize,
     length: Duration,
 ) -> anyhow::Result<f64> {
@@ -991,29 +986,23 @@ async fn pgbench_queue(
          WITH c AS (UPDATE queue SET status = 'running' WHERE id = (SELECT id FROM queue WHERE status = 'pending' ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id) SELECT coalesce(max(id), 0) AS id FROM c \\gset\n\
          UPDATE queue SET status = 'done', done_at = clock_timestamp() WHERE id = :id;\n",
     )?;
-    let pgbench = bin.join("pgbench");
-    let pgbench = if pgbench.exists() {
-        pgbench
-    } else {
-        "pgbench".into()
-    };
-    let out = tokio::process::Command::new(&pgbench)
-        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T"])
-        .arg(length.as_secs().to_string())
-        .arg("-f")
-        .arg(&script)
-        .arg(&url)
-        .output()
-        .await
-        .with_context(|| format!("run {}", pgbench.display()))?;
+    let (clients, secs) = (clients.to_string(), length.as_secs().to_string());
+    let script_path = script.display().to_string();
+    let ran = super::pgbench(&[
+        "-n",
+        "-c",
+        &clients,
+        "-j",
+        "2",
+        "-T",
+        &secs,
+        "-f",
+        &script_path,
+        &url,
+    ])
+    .await;
     let _ = std::fs::remove_file(&script);
-    if !out.status.success() {
-        bail!(
-            "pgbench failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ran?;
     let (done, secs): (i64, f64) = sqlx::query_as(
         "SELECT count(*), coalesce(extract(epoch FROM max(done_at) - min(done_at))::float8, 0)
            FROM queue WHERE status = 'done'",
