@@ -139,13 +139,16 @@ async fn write(
             SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = jsonb_build_object('Ok', d.summary)
            FROM unnest($1::text[], $2::int4[], $3::text[]) AS d(id, attempts, summary)
-          WHERE j.id = d.id AND j.status = 'Running' AND j.lock_by = $4 AND j.attempts = d.attempts
+          WHERE j.id = d.id AND (j.status = 'Running') IS TRUE AND j.lock_by = $4 AND j.attempts = d.attempts
          RETURNING j.id",
     )
     .bind(&ids)
     .bind(&attempts)
     .bind(&summaries)
     .bind(worker_id)
+    // Planned for each batch: a plan cached while the table was small (a hash join over a
+    // sequential scan) would be kept as the table grows. See `lease` on the status check.
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     Ok(done.into_iter().collect())

@@ -10,6 +10,14 @@
 //! ([`fence`] takes the row and marks it done first), so either both happen or neither. Failure is recorded after that transaction has rolled
 //! back, in one statement that either reschedules the job with backoff (`Failed`, `run_at` moved)
 //! or, after its last attempt, makes it `Dead`.
+//!
+//! Every write about one claimed job finds its row by primary key, and checks the lease with
+//! `(status = 'Running') IS TRUE` rather than `status = 'Running'`: no index matches that form,
+//! so PostgreSQL cannot serve the write from the `Running` range of `tierflow_jobs_depth_idx` or
+//! `tierflow_jobs_running_idx`, which it otherwise chose (it estimates one running row). That
+//! range keeps an entry for every job claimed since the last vacuum; while a long transaction
+//! pins `xmin` it grows by the claim rate, and each completion walked all of it (docs/queue.md,
+//! "Lease writes go by primary key").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,7 +202,7 @@ pub async fn fence(
     let held: Option<Held> = sqlx::query_as(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = '{\"Ok\": \"done\"}'
-          WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
+          WHERE id = $1 AND (status = 'Running') IS TRUE AND lock_by = $2 AND attempts = $3
          RETURNING now(),
                    set_config('synchronous_commit', 'off', true),
                    set_config('plan_cache_mode', 'force_generic_plan', true),
@@ -257,7 +265,7 @@ pub async fn reschedule(
     let done = sqlx::query(
         "UPDATE apalis.jobs SET status = 'Pending', run_at = $2, attempts = attempts - 1,
                 lock_by = NULL, lock_at = NULL
-          WHERE id = $1 AND status = 'Running' AND lock_by = $3 AND attempts = $4",
+          WHERE id = $1 AND (status = 'Running') IS TRUE AND lock_by = $3 AND attempts = $4",
     )
     .bind(&lease.job_id)
     .bind(due_at)
@@ -308,7 +316,7 @@ pub async fn fail(
                 attempts = CASE WHEN $7 THEN attempts ELSE attempts - 1 END,
                 lock_by = NULL, lock_at = NULL,
                 last_result = jsonb_build_object('Err', $6::text)
-          WHERE id = $1 AND status = 'Running' AND lock_by = $2 AND attempts = $3
+          WHERE id = $1 AND (status = 'Running') IS TRUE AND lock_by = $2 AND attempts = $3
          RETURNING status, run_at",
     )
     .bind(&lease.job_id)
