@@ -308,7 +308,8 @@ impl Bench {
             .await?;
         let first = self.drain_span(&at_request).await?;
         // WAL of the drains only: not of the bench's own fast-forward between them.
-        let mut wal = self.wal_since(&wal_start).await?;
+        let wal_first_end = self.wal_lsn().await?;
+        let mut wal = self.wal_between(&wal_start, &wal_first_end).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE tier_transitions SET grace_ends_at = now() - interval '1 second'
@@ -324,7 +325,11 @@ impl Bench {
         let wal_second = self.wal_lsn().await?;
         self.wait_drained(&mut procs, &["apply_downgrade"], Duration::from_secs(300))
             .await?;
-        wal += self.wal_since(&wal_second).await?;
+        let wal_second_end = self.wal_lsn().await?;
+        wal += self.wal_between(&wal_second, &wal_second_end).await?;
+        let wal_records = self
+            .wal_records(&[(&wal_start, &wal_first_end), (&wal_second, &wal_second_end)])
+            .await;
         let second = self.drain_span(&["apply_downgrade"]).await?;
         procs.stop();
         let real = ["voice_disable", "sla_freeze", "apply_downgrade"];
@@ -340,6 +345,7 @@ impl Bench {
             secs: first.1 + second.1,
             no_ops,
             wal_bytes: wal,
+            wal_records,
         })
     }
 
@@ -350,14 +356,51 @@ impl Bench {
             .await?)
     }
 
-    /// WAL bytes written on the whole server since `lsn`.
-    async fn wal_since(&self, lsn: &str) -> anyhow::Result<f64> {
+    /// WAL bytes written on the whole server between two positions.
+    async fn wal_between(&self, from: &str, to: &str) -> anyhow::Result<f64> {
         Ok(
-            sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
-                .bind(lsn)
+            sqlx::query_scalar("SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::float8")
+                .bind(from)
+                .bind(to)
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// The WAL of `spans` by record type (resource manager/record, bytes with full-page images
+    /// apart), largest first, read with `pg_walinspect`; `None` where the extension cannot be
+    /// created (PostgreSQL's contrib package missing, or not a superuser): the total alone is
+    /// then reported.
+    async fn wal_records(&self, spans: &[(&str, &str)]) -> Option<Vec<WalRecords>> {
+        let mut conn = self.pool.acquire().await.ok()?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            .execute(&mut *conn)
+            .await
+            .ok()?;
+        let mut by_kind: std::collections::BTreeMap<String, WalRecords> = Default::default();
+        for (from, to) in spans {
+            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT \"resource_manager/record_type\", count, record_size::int8, fpi_size::int8
+                   FROM pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, true) WHERE count > 0",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await
+            .ok()?;
+            for (kind, count, record, fpi) in rows {
+                let e = by_kind.entry(kind.clone()).or_insert(WalRecords {
+                    kind,
+                    ..Default::default()
+                });
+                e.count += count;
+                e.record_bytes += record;
+                e.fpi_bytes += fpi;
+            }
+        }
+        let mut all: Vec<WalRecords> = by_kind.into_values().collect();
+        all.sort_by_key(|r| std::cmp::Reverse(r.record_bytes + r.fpi_bytes));
+        Some(all)
     }
 
     /// `pgbench -N` (its built-in TPC-B-like script without the updates of the small tables)
@@ -408,6 +451,18 @@ struct RealDrain {
     no_ops: i64,
     /// WAL written on the server while the jobs drained.
     wal_bytes: f64,
+    /// The same WAL by record type, where `pg_walinspect` is available.
+    wal_records: Option<Vec<WalRecords>>,
+}
+
+/// WAL of one record type (`Heap/UPDATE`, `Btree/INSERT_LEAF`, …) over a span.
+#[derive(Debug, Default)]
+struct WalRecords {
+    kind: String,
+    count: i64,
+    record_bytes: i64,
+    /// Full-page images: the first change to a page after a checkpoint writes the whole page.
+    fpi_bytes: i64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -818,6 +873,34 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                 "B/job",
                 "WAL written on the server while they drained (pg_current_wal_lsn), per job",
             );
+            if let Some(records) = &d.wal_records {
+                let per_job = |bytes: i64| bytes as f64 / d.jobs.max(1) as f64;
+                let fpi: i64 = records.iter().map(|r| r.fpi_bytes).sum();
+                let top: Vec<String> = records
+                    .iter()
+                    .take(8)
+                    .map(|r| {
+                        format!(
+                            "{} {:.0} B ({:.1} records{})",
+                            r.kind,
+                            per_job(r.record_bytes + r.fpi_bytes),
+                            r.count as f64 / d.jobs.max(1) as f64,
+                            if r.fpi_bytes > 0 {
+                                format!(", {:.0} B of page images", per_job(r.fpi_bytes))
+                            } else {
+                                String::new()
+                            }
+                        )
+                    })
+                    .collect();
+                b.record(
+                    "drain",
+                    format!("WAL per real job in full-page images, {w} × {c}"),
+                    per_job(fpi),
+                    "B/job",
+                    format!("pg_walinspect, per job, largest first: {}", top.join("; ")),
+                );
+            }
             best_real = best_real.max(d.jobs as f64 / d.secs);
         }
         let (scale, secs) = (s.pgbench_scale, s.pgbench_secs);
