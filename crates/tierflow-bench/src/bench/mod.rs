@@ -283,8 +283,7 @@ impl Bench {
         &mut self,
         prefix: &str,
         n: usize,
-        w: usize,
-        c: usize,
+        workers: RealWorkers,
     ) -> anyhow::Result<RealDrain> {
         self.clear_jobs().await?;
         provision(self, prefix, n).await?;
@@ -302,7 +301,10 @@ impl Bench {
             }
         }
         let wal_start = self.wal_lsn().await?;
-        let mut procs = self.workers(w, c)?;
+        let mut procs = match workers {
+            RealWorkers::Bench(w, c) => self.workers(w, c)?,
+            RealWorkers::Production => Workers::start_production(&self.url)?,
+        };
         let at_request = ["voice_disable", "sla_freeze"];
         self.wait_drained(&mut procs, &at_request, Duration::from_secs(300))
             .await?;
@@ -377,6 +379,21 @@ impl Bench {
             .execute(&mut *conn)
             .await
             .ok()?;
+        // pg_walinspect reads only flushed WAL, and the jobs committed asynchronously: wait for
+        // the WAL writer (it flushes every 200 ms by default) to pass the last span.
+        let last = spans.last()?.1;
+        for _ in 0..50 {
+            let flushed: bool =
+                sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+                    .bind(last)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .ok()?;
+            if flushed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut by_kind: std::collections::BTreeMap<String, WalRecords> = Default::default();
         for (from, to) in spans {
             let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
@@ -453,6 +470,24 @@ struct RealDrain {
     wal_bytes: f64,
     /// The same WAL by record type, where `pg_walinspect` is available.
     wal_records: Option<Vec<WalRecords>>,
+}
+
+/// Who runs the real-job drain.
+#[derive(Debug, Clone, Copy)]
+enum RealWorkers {
+    /// `n` bench-worker processes × concurrency `c` (its pool of [`worker::POOL_SIZE`]).
+    Bench(usize, usize),
+    /// One `tierflow worker` with the production defaults.
+    Production,
+}
+
+impl RealWorkers {
+    fn label(self) -> String {
+        match self {
+            RealWorkers::Bench(w, c) => format!("{w} × {c}"),
+            RealWorkers::Production => "tierflow worker defaults".to_string(),
+        }
+    }
 }
 
 /// WAL of one record type (`Heap/UPDATE`, `Btree/INSERT_LEAF`, …) over a span.
@@ -848,17 +883,23 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
 
         // ── drain: real transition jobs ──
         let mut best_real: f64 = 0.0;
-        for (n, (w, c)) in [(1, 16), (2, 16)].into_iter().enumerate() {
+        let configs = [
+            RealWorkers::Bench(1, 16),
+            RealWorkers::Bench(2, 16),
+            RealWorkers::Production,
+        ];
+        for (n, workers) in configs.into_iter().enumerate() {
+            let label = workers.label();
             b.progress(format!(
-                "drain: jobs of {} downgrades (domain transactions), {w} process(es) × {c}",
+                "drain: jobs of {} downgrades (domain transactions), {label}",
                 s.real_downgrades
             ));
             let d = b
-                .drain_real(&format!("d{n}-"), s.real_downgrades, w, c)
+                .drain_real(&format!("d{n}-"), s.real_downgrades, workers)
                 .await?;
             b.record(
                 "drain",
-                format!("real transition jobs, {w} × {c}"),
+                format!("real transition jobs, {label}"),
                 d.jobs as f64 / d.secs,
                 "jobs/s",
                 format!(
@@ -868,7 +909,7 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             );
             b.record(
                 "drain",
-                format!("WAL per real transition job, {w} × {c}"),
+                format!("WAL per real transition job, {label}"),
                 d.wal_bytes / d.jobs.max(1) as f64,
                 "B/job",
                 "WAL written on the server while they drained (pg_current_wal_lsn), per job",
@@ -895,10 +936,15 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
                     .collect();
                 b.record(
                     "drain",
-                    format!("WAL per real job in full-page images, {w} × {c}"),
+                    format!("WAL per real job in full-page images, {label}"),
                     per_job(fpi),
                     "B/job",
                     format!("pg_walinspect, per job, largest first: {}", top.join("; ")),
+                );
+            } else {
+                b.progress(
+                    "  (no WAL breakdown: pg_walinspect could not be created or read; it needs \
+                     PostgreSQL's contrib modules and a superuser)",
                 );
             }
             best_real = best_real.max(d.jobs as f64 / d.secs);

@@ -69,6 +69,34 @@ impl Workers {
         Ok(workers)
     }
 
+    /// One `tierflow worker` process as deployed: every setting at its default except where the
+    /// benchmark's own environment sets one (`TIERFLOW_CONCURRENCY`, `TIERFLOW_DB_POOL_SIZE`, …,
+    /// to measure another configuration), with the metrics endpoint on a free port.
+    pub fn start_production(url: &str) -> anyhow::Result<Workers> {
+        let exe = std::env::current_exe().context("find the tierflow executable")?;
+        let mut child = Command::new(&exe)
+            .arg("worker")
+            .env("DATABASE_URL", url)
+            .env("HOSTNAME", "bench-production")
+            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start tierflow worker")?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(|pipe| std::thread::spawn(move || last_lines(pipe)));
+        Ok(Workers {
+            procs: vec![Proc {
+                child,
+                stderr,
+                exited: None,
+            }],
+        })
+    }
+
     /// Fails if a process has exited on its own, with its status and last stderr lines.
     pub fn check(&mut self) -> anyhow::Result<()> {
         for (i, p) in self.procs.iter_mut().enumerate() {
