@@ -81,9 +81,10 @@ pub struct DatabaseArgs {
     /// /var/lib/tierflow/postgres].
     #[arg(long, env = "TIERFLOW_DATA_DIR", global = true)]
     pub data_dir: Option<std::path::PathBuf>,
-    /// Largest number of connections this process opens [default: 20 for `api`; for `worker` and
-    /// `run`, enough for every job slot plus 4, two of which are reserved for the heartbeat and
-    /// the maintenance lease; 10 for the other commands].
+    /// Largest number of connections this process opens [default: 20 for `api`; 16 for
+    /// `worker`: 12 shared by the running jobs (fewer if there are fewer job slots) plus 4, two
+    /// of which are reserved for the heartbeat and the maintenance lease; 26 for `run` (10 more
+    /// for its API); 10 for the other commands].
     #[arg(long, env = "TIERFLOW_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<u32>,
     /// Seconds to wait for the database before giving up.

@@ -157,12 +157,21 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections `tierflow run` adds to the worker's default pool for its API's requests.
+const RUN_API_CONNECTIONS: u32 = 10;
+
 /// API and worker in one process; a stop signal stops both, the API first. If either half ends
 /// on its own (the worker side cannot heartbeat, a job runner died, the API's listener failed),
 /// the other is stopped too and the command fails: half a process must not look healthy.
 pub async fn run_both(args: RunArgs) -> anyhow::Result<()> {
     let fleet_config = args.fleet.fleet_config()?;
-    let db = worker_db(&args.db, &fleet_config, Some(args.http.request_timeout())).await?;
+    let db = worker_db(
+        &args.db,
+        &fleet_config,
+        Some(args.http.request_timeout()),
+        RUN_API_CONNECTIONS,
+    )
+    .await?;
     let pool = db.pool.clone();
     let api = bind(&db.target, &args.events, &args.http, pool.clone()).await?;
     let fleet = build_fleet(pool.clone(), &args.events, &args.fleet, fleet_config)?;

@@ -33,8 +33,9 @@ pub struct WorkerArgs {
 /// The job runtime's settings (shared by `worker` and `run`).
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
-    /// Jobs of each kind this process runs at once.
-    #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 4)]
+    /// Jobs of each kind this process runs at once. A job transaction holds one of the pool's
+    /// connections (see --db-pool-size); the jobs beyond it wait for one, holding their lease.
+    #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
     /// Polling floor in milliseconds: an idle worker looks for due jobs at least this often, even
     /// if a notification is lost.
@@ -120,7 +121,7 @@ impl FleetArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.fleet.fleet_config()?;
     args.events.validate()?;
-    let db = worker_db(&args.db, &config, None).await?;
+    let db = worker_db(&args.db, &config, None, 0).await?;
     let pool = db.pool.clone();
     tracing::info!(database = %db.target, "starting worker");
     let (stop, _) = tokio::sync::broadcast::channel(1);
@@ -138,10 +139,20 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The database for a fleet, sized so each running job holds one connection for its
-/// transaction, plus a few for the producers' claims, LISTEN and the API. Of the process's
-/// `--db-pool-size`, [`LIVENESS_CONNECTIONS`] go to the fleet's own pool for the heartbeat and
-/// the maintenance lease (so jobs cannot starve them); the rest is the pool opened here.
+/// Connections a worker's running jobs share when `--db-pool-size` is not given. Job
+/// transactions beyond a few per database core only add lock waits and task switches: on the
+/// 2-core machine of docs/performance.md ("Defaults that fit"), `TIERFLOW_CONCURRENCY` 16 with
+/// 8–14 job connections drained real transition jobs 1.3–1.8× as fast as the former default
+/// (concurrency 4, one connection per job slot). Jobs beyond it wait for a connection while
+/// holding their lease.
+pub const DEFAULT_JOB_CONNECTIONS: u32 = 12;
+
+/// The database for a fleet: a connection for each running job up to
+/// [`DEFAULT_JOB_CONNECTIONS`], plus 4 for the producers' claims and LISTEN, plus
+/// `api_connections` when the process serves the API too (`tierflow run`). Of the
+/// process's `--db-pool-size`, [`LIVENESS_CONNECTIONS`] go to the fleet's own pool for the
+/// heartbeat and the maintenance lease (so jobs cannot starve them); the rest is the pool opened
+/// here.
 ///
 /// `statement_timeout` is the connections' default (`tierflow run`'s API needs one; a job
 /// transaction sets its kind's own).
@@ -149,12 +160,16 @@ pub async fn worker_db(
     db: &DatabaseArgs,
     config: &FleetConfig,
     statement_timeout: Option<Duration>,
+    api_connections: u32,
 ) -> anyhow::Result<database::Db> {
     let slots = tierflow_store::jobs::job_slots(config.concurrency) as u32;
-    let size = db.db_pool_size.unwrap_or(slots + 4);
+    let size = db
+        .db_pool_size
+        .unwrap_or(slots.min(DEFAULT_JOB_CONNECTIONS) + 4 + api_connections);
     anyhow::ensure!(
         size > LIVENESS_CONNECTIONS,
-        "--db-pool-size {size} is too small for a worker: it needs more than {LIVENESS_CONNECTIONS} (the heartbeat's and the maintenance lease's), and one per job slot to run at full speed"
+        "--db-pool-size {size} is too small for a worker: it needs more than {LIVENESS_CONNECTIONS} (the heartbeat's and the maintenance lease's), and a few for running jobs (the default is {})",
+        DEFAULT_JOB_CONNECTIONS + 4
     );
     tracing::debug!(
         pool_size = size,
