@@ -125,31 +125,20 @@ async fn write_with_retry(pool: &PgPool, worker_id: &str, batch: &[Request]) -> 
     vec![Completion::Unrecorded; batch.len()]
 }
 
-/// One fenced statement for the whole batch; returns the ids it completed.
+/// One fenced statement for the whole batch ([`crate::lease::complete_many`]); returns the ids
+/// it completed.
 async fn write(
     pool: &PgPool,
     worker_id: &str,
     batch: &[Request],
 ) -> Result<HashSet<String>, QueueError> {
-    let ids: Vec<&str> = batch.iter().map(|r| r.job_id.as_str()).collect();
-    let attempts: Vec<i32> = batch.iter().map(|r| r.attempt).collect();
-    let summaries: Vec<&str> = batch.iter().map(|r| r.summary.as_str()).collect();
-    let done: Vec<String> = sqlx::query_scalar(
-        "UPDATE apalis.jobs j
-            SET status = 'Done', done_at = now(), lock_by = NULL,
-                last_result = jsonb_build_object('Ok', d.summary)
-           FROM unnest($1::text[], $2::int4[], $3::text[]) AS d(id, attempts, summary)
-          WHERE j.id = d.id AND (j.status = 'Running') IS TRUE AND j.lock_by = $4 AND j.attempts = d.attempts
-         RETURNING j.id",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&summaries)
-    .bind(worker_id)
-    // Planned for each batch: a plan cached while the table was small (a hash join over a
-    // sequential scan) would be kept as the table grows. See `lease` on the status check.
-    .persistent(false)
-    .fetch_all(pool)
-    .await?;
-    Ok(done.into_iter().collect())
+    let done: Vec<(&str, i32, &str)> = batch
+        .iter()
+        .map(|r| (r.job_id.as_str(), r.attempt, r.summary.as_str()))
+        .collect();
+    let mut conn = pool.acquire().await?;
+    Ok(crate::lease::complete_many(&mut conn, worker_id, &done)
+        .await?
+        .into_iter()
+        .collect())
 }

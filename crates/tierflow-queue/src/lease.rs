@@ -2,8 +2,8 @@
 //!
 //! A claim moves due rows to `Running`, stamps them with the claiming worker's incarnation id
 //! (`lock_by`) and counts the attempt (`attempts + 1`). `(id, lock_by, attempts)` is the lease: every
-//! later write about the job — [`fence`], [`fail`], [`reschedule`], the
-//! [`crate::completer`]'s batches — is conditional on it, so a worker whose job was rescued and
+//! later write about the job — [`fence`], [`fail`], [`reschedule`], [`complete_many`] (the
+//! [`crate::completer`]'s batches) — is conditional on it, so a worker whose job was rescued and
 //! re-claimed by another can no longer touch it: its late result changes nothing.
 //!
 //! A transactional job's success is recorded in the same transaction as its domain effect
@@ -218,6 +218,37 @@ pub async fn fence(
     .fetch_optional(tx)
     .await?;
     Ok(held.map(|(now, ..)| now))
+}
+
+/// Marks many running jobs `Done` in one statement, each with its own summary, fenced per job
+/// on its lease (`(id, attempt, summary)`, all held by `worker_id`): the
+/// [`crate::completer`]'s batch. Returns the ids it completed; a job missing from them had lost
+/// its lease.
+pub async fn complete_many(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    done: &[(&str, i32, &str)],
+) -> Result<Vec<String>, QueueError> {
+    let ids: Vec<&str> = done.iter().map(|d| d.0).collect();
+    let attempts: Vec<i32> = done.iter().map(|d| d.1).collect();
+    let summaries: Vec<&str> = done.iter().map(|d| d.2).collect();
+    Ok(sqlx::query_scalar(
+        "UPDATE apalis.jobs j
+            SET status = 'Done', done_at = now(), lock_by = NULL,
+                last_result = jsonb_build_object('Ok', d.summary)
+           FROM unnest($1::text[], $2::int4[], $3::text[]) AS d(id, attempts, summary)
+          WHERE j.id = d.id AND (j.status = 'Running') IS TRUE AND j.lock_by = $4 AND j.attempts = d.attempts
+         RETURNING j.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&summaries)
+    .bind(worker_id)
+    // Planned for each batch: a plan cached while the table was small (a hash join over a
+    // sequential scan) would be kept as the table grows.
+    .persistent(false)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Replaces the result of a job [`fence`]d in `tx` (a no-op's reason, for operators).

@@ -402,6 +402,94 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
     assert_eq!(row(pool, &id).await.0, "Done");
 }
 
+/// While a long transaction pins `xmin`, every job claimed since keeps a dead entry in the
+/// `Running` range of the depth and running indexes, which nothing may remove. The lease writes —
+/// the fence, a reschedule and the completer's batch — find their rows by primary key and never
+/// walk that range, even with statistics that say almost no job is running (which made
+/// PostgreSQL prefer the partial indexes). Counted with PostgreSQL's own per-index counters for
+/// the writing transaction.
+#[tokio::test]
+async fn lease_writes_go_by_primary_key_while_xmin_is_pinned() {
+    let db = db().await;
+    let pool = db.pool();
+    let worker: Arc<str> = "pinned-worker".into();
+    let mut conn = pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    let jobs = (0..1_000)
+        .map(|_| NewJob::new(&Echo { ms: 0 }, now).unwrap())
+        .collect();
+    enqueue(&mut conn, jobs).await.unwrap();
+    // Statistics from before any claim: no job is running.
+    sqlx::query("ANALYZE apalis.jobs")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    // The pin: a REPEATABLE READ transaction with an xid, open until the end of the test.
+    let mut pin = pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *pin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut *pin)
+        .await
+        .unwrap();
+
+    // 900 jobs claimed and completed under the pin: 900 dead `Running` entries.
+    let claim = |n| lease::claim(pool, "test_echo", &worker, n, lease::ClaimCommit::Async);
+    for _ in 0..9 {
+        let claimed = claim(100).await.unwrap();
+        let done: Vec<(&str, i32, &str)> = claimed
+            .iter()
+            .map(|c| (c.lease.job_id.as_str(), c.lease.attempt, "done"))
+            .collect();
+        let completed = lease::complete_many(&mut conn, &worker, &done)
+            .await
+            .unwrap();
+        assert_eq!(completed.len(), 100);
+    }
+    let last = claim(100).await.unwrap();
+    assert_eq!(last.len(), 100);
+
+    // One transaction of lease writes on the last 100, with its own index counters.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let timeout = Duration::from_secs(5);
+    assert!(
+        lease::fence(&mut tx, &last[0].lease, timeout, timeout)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        lease::reschedule(&mut tx, &last[1].lease, later)
+            .await
+            .unwrap()
+    );
+    let done: Vec<(&str, i32, &str)> = last[2..]
+        .iter()
+        .map(|c| (c.lease.job_id.as_str(), c.lease.attempt, "done"))
+        .collect();
+    let completed = lease::complete_many(&mut tx, &worker, &done).await.unwrap();
+    assert_eq!(completed.len(), 98);
+    let (running_range, by_key): (i64, i64) = sqlx::query_as(
+        "SELECT pg_stat_get_xact_tuples_returned('apalis.tierflow_jobs_depth_idx'::regclass)
+              + pg_stat_get_xact_tuples_returned('apalis.tierflow_jobs_running_idx'::regclass),
+                pg_stat_get_xact_numscans('apalis.jobs_pkey'::regclass)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        running_range, 0,
+        "a lease write read the Running range of a partial index"
+    );
+    assert!(by_key > 0, "the lease writes used the primary key");
+    pin.rollback().await.unwrap();
+}
+
 /// With the polling floor pushed out to a minute, only NOTIFY and the producer's own due-time
 /// timer can wake it: 60 jobs enqueued one by one, some due at once and some shortly after, all
 /// start within 250 ms of their due time — a lost wake-up would cost up to a minute.
