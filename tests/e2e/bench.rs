@@ -157,6 +157,16 @@ fn sustained_benchmark_reports_every_phase() {
     // Every job offered was done: the steady windows completed about what was offered.
     let steady = summary["steady_completed_per_s"].as_f64().unwrap();
     assert!((150.0..=250.0).contains(&steady), "{summary}");
+    // It says whether the steady phase kept up, by its own rule, in the summary and on stderr.
+    let depth = summary["steady_last_depth"].as_i64().unwrap();
+    let held = steady >= 0.95 * 200.0 && depth < 200;
+    assert_eq!(summary["steady_held"].as_bool(), Some(held), "{summary}");
+    let verdict = if held {
+        "steady: kept up with 200 jobs/s"
+    } else {
+        "steady: did NOT keep up with 200 jobs/s"
+    };
+    assert!(stderr(&out).contains(verdict), "{}", stderr(&out));
     assert!(
         summary["pgbench_jobs_per_s"].as_f64().unwrap() > 0.0,
         "{summary}"

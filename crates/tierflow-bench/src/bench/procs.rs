@@ -1,4 +1,4 @@
-//! The `bench-worker` processes a section starts. Each one's stderr is kept (its last lines), so a
+//! The worker processes a section starts (`bench-worker`s, or one `tierflow worker` as deployed). Each one's stderr is kept (its last lines), so a
 //! section whose workers died — say, refused by a database out of connection slots — fails at
 //! once and says why, instead of waiting out its timeout for jobs nobody will run.
 
@@ -26,6 +26,26 @@ struct Proc {
     exited: Option<ExitStatus>,
 }
 
+impl Proc {
+    /// Starts `cmd` logging errors only, its stdout dropped and its stderr kept.
+    fn spawn(cmd: &mut Command) -> std::io::Result<Proc> {
+        let mut child = cmd
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(|pipe| std::thread::spawn(move || last_lines(pipe)));
+        Ok(Proc {
+            child,
+            stderr,
+            exited: None,
+        })
+    }
+}
+
 impl Workers {
     /// Starts `n` processes with concurrency `c` against `url`.
     pub fn start(url: &str, n: usize, c: usize) -> anyhow::Result<Workers> {
@@ -45,26 +65,16 @@ impl Workers {
             procs: Vec::with_capacity(n),
         };
         for i in 0..n {
-            let mut child = Command::new(&exe)
-                .arg("bench-worker")
-                .env("DATABASE_URL", url)
-                .env("HOSTNAME", format!("bench-{i}"))
-                .env("TIERFLOW_CONCURRENCY", c.to_string())
-                .env("RUST_LOG", "error")
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("start bench-worker {i}"))?;
-            let stderr = child
-                .stderr
-                .take()
-                .map(|pipe| std::thread::spawn(move || last_lines(pipe)));
-            workers.procs.push(Proc {
-                child,
-                stderr,
-                exited: None,
-            });
+            let proc = Proc::spawn(
+                Command::new(&exe)
+                    .arg("bench-worker")
+                    .env("DATABASE_URL", url)
+                    .env("HOSTNAME", format!("bench-{i}"))
+                    .env("TIERFLOW_CONCURRENCY", c.to_string())
+                    .envs(env.iter().map(|(k, v)| (k, v))),
+            )
+            .with_context(|| format!("start bench-worker {i}"))?;
+            workers.procs.push(proc);
         }
         Ok(workers)
     }
@@ -74,27 +84,15 @@ impl Workers {
     /// to measure another configuration), with the metrics endpoint on a free port.
     pub fn start_production(url: &str) -> anyhow::Result<Workers> {
         let exe = std::env::current_exe().context("find the tierflow executable")?;
-        let mut child = Command::new(&exe)
-            .arg("worker")
-            .env("DATABASE_URL", url)
-            .env("HOSTNAME", "bench-production")
-            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start tierflow worker")?;
-        let stderr = child
-            .stderr
-            .take()
-            .map(|pipe| std::thread::spawn(move || last_lines(pipe)));
-        Ok(Workers {
-            procs: vec![Proc {
-                child,
-                stderr,
-                exited: None,
-            }],
-        })
+        let proc = Proc::spawn(
+            Command::new(&exe)
+                .arg("worker")
+                .env("DATABASE_URL", url)
+                .env("HOSTNAME", "bench-production")
+                .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0"),
+        )
+        .context("start tierflow worker")?;
+        Ok(Workers { procs: vec![proc] })
     }
 
     /// Fails if a process has exited on its own, with its status and last stderr lines.

@@ -618,6 +618,9 @@ struct Summary {
     steady_max_dead_to_live: f64,
     /// Jobs due and unclaimed at the steady phase's end: bounded, or growing.
     steady_last_depth: i64,
+    /// Whether the steady phase kept up with its offered rate: completed at least 95 % of it on
+    /// average and ended with less than a second's worth of jobs queued.
+    steady_held: bool,
     steady_wal_bytes_per_job: f64,
     steady_pg_cpu_us_per_job: f64,
     steady_worker_cpu_us_per_job: f64,
@@ -781,6 +784,19 @@ async fn run_on(
     summary.steady_last_depth = steady.last().map_or(0, |w| w.depth);
     summary.steady_pg_cpu_us_per_job = mean(|w| w.pg_cpu_us_per_job);
     summary.steady_worker_cpu_us_per_job = mean(|w| w.worker_cpu_us_per_job);
+    summary.steady_held = summary.steady_completed_per_s >= 0.95 * sustainable
+        && (summary.steady_last_depth as f64) < sustainable;
+    run.progress(if summary.steady_held {
+        format!("steady: kept up with {sustainable:.0} jobs/s")
+    } else {
+        format!(
+            "steady: did NOT keep up with {sustainable:.0} jobs/s: {:.0} completed per second on \
+             average, {} queued at the end; the cost per job grows with the table (finished jobs \
+             are kept --retention), so a rate found by short search steps may not hold: give a \
+             lower --rate",
+            summary.steady_completed_per_s, summary.steady_last_depth
+        )
+    });
 
     // ── 3. half ──
     run.load.set_rate(sustainable / 2.0);
