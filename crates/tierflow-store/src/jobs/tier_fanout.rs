@@ -9,9 +9,10 @@
 //! that differ bumps the version, writes a `tier.changed` audit row and emits the event — in the
 //! job's transaction, which also enqueues the job for the next batch. Locks are held for one
 //! batch only, so a request for a tenant on the tier waits at most one batch; and the next batch
-//! is due [`PAUSE`] after this one ends, so a fan-out leaves CPU to the requests rather than
-//! running its batches back to back on a small machine (at 100 tenants a batch and about 10 ms a
-//! batch in a release build, 100,000 tenants take about 35 s).
+//! is due a pause as long as this one took (at least [`PAUSE`]) after it ends, so a fan-out takes
+//! at most about half of one core and leaves the rest to the requests, however slow or busy the
+//! machine is, rather than running its batches back to back (at 100 tenants a batch and about
+//! 10 ms a batch in a release build, 100,000 tenants take about 35 s).
 //!
 //! Every tenant on the tier when its batch runs is compared, including one that moved onto the
 //! tier after the edit (its own change already announced the new definition; it may get a
@@ -40,7 +41,8 @@ use crate::{Context, StoreError, events, tenants};
 /// Tenants per job: each batch's transaction locks this many tenant rows (about 20 ms of work).
 pub const BATCH: i64 = 100;
 
-/// The pause between one batch's end and the next batch's start.
+/// The shortest pause between one batch's end and the next batch's start; a batch that took
+/// longer is followed by a pause as long as it took.
 pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Announce one tier edit to the next batch of the tier's tenants.
@@ -170,9 +172,10 @@ pub async fn fan_out(
         };
         let key = next.key();
         // `now` is when this batch started (the transaction's time); the next one is due a pause
-        // after this one's end, which is about now.
+        // after this one's end (about now): as long as this batch took, and at least `PAUSE`.
+        let took = started.elapsed();
         let due = now
-            + chrono::Duration::from_std(started.elapsed() + PAUSE)
+            + chrono::Duration::from_std(took + took.max(PAUSE))
                 .unwrap_or(chrono::Duration::zero());
         tierflow_queue::enqueue(tx, vec![NewJob::new(&next, due)?.with_key(key)]).await?;
     }
