@@ -53,12 +53,22 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections of the liveness pool, opened beside the pool a fleet is given: the heartbeat's
 /// and the elector's. A process's connection budget counts them.
 pub const LIVENESS_CONNECTIONS: u32 = 2;
+/// Default job slots of a standalone kind: on the 2-core machine of docs/performance.md
+/// ("Standalone slots"), 16 slots held no-op jobs to about 4,000/s, the round trip of a claim and
+/// a batched completion being the limit; 64 held 7,000/s at a lower cost per job.
+pub const DEFAULT_STANDALONE_CONCURRENCY: usize = 64;
 
 /// Fleet settings. Defaults are the named constants of each part.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// Jobs of one kind running at once in this process.
+    /// Jobs of one transactional kind running at once in this process (each holds a connection
+    /// while it runs).
     pub concurrency: usize,
+    /// Jobs of one standalone kind running at once in this process. A standalone job holds no
+    /// connection while it runs, so its slots bound only the work in flight; with few of them the
+    /// claim → run → batched completion round trip, not the database, sets the kind's throughput
+    /// (docs/performance.md, "Standalone slots").
+    pub standalone_concurrency: usize,
     /// The polling floor: an idle producer looks at the table at least this often.
     pub poll_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -76,6 +86,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             concurrency: 16,
+            standalone_concurrency: DEFAULT_STANDALONE_CONCURRENCY,
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),
             rescuer: RescuerConfig {
@@ -98,10 +109,20 @@ impl Default for FleetConfig {
 }
 
 impl FleetConfig {
+    /// The concurrency a kind's slots are cut from: [`Self::standalone_concurrency`] for a
+    /// standalone kind, [`Self::concurrency`] for a transactional one.
+    pub fn concurrency_for(&self, standalone: bool) -> usize {
+        if standalone {
+            self.standalone_concurrency
+        } else {
+            self.concurrency
+        }
+    }
+
     /// Checks the settings; an error says which one is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if self.concurrency == 0 {
-            return Err("concurrency must be at least 1".into());
+        if self.concurrency == 0 || self.standalone_concurrency == 0 {
+            return Err("concurrency and standalone concurrency must be at least 1".into());
         }
         if self.poll_interval.is_zero() || self.heartbeat_interval.is_zero() {
             return Err("poll and heartbeat intervals must be positive".into());
@@ -256,12 +277,13 @@ impl<S: Send + Sync + 'static> Fleet<S> {
                 stopped_early: Some(format!("cannot register the worker: {e}")),
             };
         }
-        tracing::info!(worker_id = %id, kinds = ?kinds, concurrency = self.config.concurrency, "worker started");
+        tracing::info!(worker_id = %id, kinds = ?kinds, concurrency = self.config.concurrency,
+            standalone_concurrency = self.config.standalone_concurrency, "worker started");
 
         for runner in &self.runners {
             let kind = runner.kind();
             metrics::gauge!(crate::metrics::WORKER_SLOTS, "kind" => kind)
-                .set(runner.slots(self.config.concurrency) as f64);
+                .set(runner.slots(self.config.concurrency_for(runner.standalone())) as f64);
             metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind).set(0.0);
         }
         let holdings = Arc::new(Holdings::default());
@@ -271,7 +293,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         let (completer, completer_task) = completer::start(self.pool.clone(), id.clone());
         for runner in &self.runners {
             let kind = runner.kind();
-            let slots = runner.slots(self.config.concurrency);
+            let slots = runner.slots(self.config.concurrency_for(runner.standalone()));
             let wake = Arc::new(Notify::new());
             wakers.insert(kind, wake.clone());
             let (tx, rx) = mpsc::channel(slots);

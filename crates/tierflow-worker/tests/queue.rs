@@ -585,7 +585,7 @@ async fn standalone_jobs_are_completed_in_batches() {
     let db = db().await;
     let pool = db.pool();
     let mut config = fast_config();
-    config.concurrency = 64;
+    config.standalone_concurrency = 64;
     let mut conn = pool.acquire().await.unwrap();
     let now = chrono::Utc::now();
     let jobs = (0..400)
@@ -611,6 +611,56 @@ async fn standalone_jobs_are_completed_in_batches() {
         statements < 200,
         "400 jobs were recorded by {statements} statements; expected batches"
     );
+}
+
+/// A standalone kind's slots come from `standalone_concurrency`, a transactional kind's from
+/// `concurrency`: with 2 and 6, twelve slow tally jobs (standalone) run six at a time while six
+/// slow echo jobs (transactional) run two at a time — never more, as the claimed rows show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_kinds_have_their_own_slot_count() {
+    let db = db().await;
+    let pool = db.pool();
+    let mut config = fast_config();
+    config.concurrency = 2;
+    config.standalone_concurrency = 6;
+    let mut conn = pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    let tallies = (0..12)
+        .map(|n| NewJob::new(&Tally { n, ms: 3_000 }, now).unwrap())
+        .collect();
+    enqueue(&mut conn, tallies).await.unwrap();
+    let echoes = (0..6)
+        .map(|_| NewJob::new(&Echo { ms: 3_000 }, now).unwrap())
+        .collect();
+    enqueue(&mut conn, echoes).await.unwrap();
+    drop(conn);
+    let running = start(fleet(pool, config));
+    let most = std::cell::Cell::new((0i64, 0i64));
+    let seen = &most;
+    wait_until(
+        Duration::from_secs(20),
+        "six tally and two echo jobs running at once",
+        move || async move {
+            let (tally, echo): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE job_type = 'test_tally'),
+                        count(*) FILTER (WHERE job_type = 'test_echo')
+                   FROM apalis.jobs WHERE status = 'Running'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            let (t, e) = seen.get();
+            seen.set((t.max(tally), e.max(echo)));
+            (tally == 6 && echo == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        most.get(),
+        (6, 2),
+        "most tally and echo jobs running at once"
+    );
+    running.stop().await;
 }
 
 /// A standalone job whose lease is taken while it runs (rescued, re-claimed elsewhere) finishes,

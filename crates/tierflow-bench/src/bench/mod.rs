@@ -91,6 +91,11 @@ pub struct BenchArgs {
     /// Sustained: jobs of each kind a bench-worker process runs at once.
     #[arg(long, env = "TIERFLOW_BENCH_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
+    /// Sustained: slots of each bench-worker process for the no-op kind, which is standalone
+    /// (as `tierflow worker --standalone-concurrency`).
+    #[arg(long, env = "TIERFLOW_BENCH_STANDALONE_CONCURRENCY",
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+    pub standalone_concurrency: usize,
 }
 
 /// A section of the benchmark (see the module doc).
@@ -559,6 +564,7 @@ impl BenchArgs {
             retention: self.retention,
             workers: self.workers,
             concurrency: self.concurrency,
+            standalone_concurrency: self.standalone_concurrency,
             json: self.json,
         })
     }

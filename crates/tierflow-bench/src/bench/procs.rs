@@ -47,12 +47,14 @@ impl Proc {
 }
 
 impl Workers {
-    /// Starts `n` processes with concurrency `c` against `url`.
+    /// Starts `n` processes with concurrency `c` against `url`: `c` slots for every kind, the
+    /// standalone no-op kind included (the sections compare concurrencies).
     pub fn start(url: &str, n: usize, c: usize) -> anyhow::Result<Workers> {
         Self::start_with(url, n, c, &[])
     }
 
-    /// [`Workers::start`], with more environment variables for each process.
+    /// [`Workers::start`], with more environment variables for each process (which win over
+    /// the ones set from `c`).
     pub fn start_with(
         url: &str,
         n: usize,
@@ -71,6 +73,7 @@ impl Workers {
                     .env("DATABASE_URL", url)
                     .env("HOSTNAME", format!("bench-{i}"))
                     .env("TIERFLOW_CONCURRENCY", c.to_string())
+                    .env("TIERFLOW_STANDALONE_CONCURRENCY", c.to_string())
                     .envs(env.iter().map(|(k, v)| (k, v))),
             )
             .with_context(|| format!("start bench-worker {i}"))?;

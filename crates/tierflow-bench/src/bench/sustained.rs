@@ -63,9 +63,10 @@ pub struct Sustained {
     /// How long finished jobs are kept: the table reaches its steady size (rate × retention)
     /// within the run, and the cleaner's deletes are part of what is measured.
     pub retention: Duration,
-    /// Worker processes and the concurrency of each.
+    /// Worker processes, the concurrency of each, and its slots for the standalone (no-op) kind.
     pub workers: usize,
     pub concurrency: usize,
+    pub standalone_concurrency: usize,
     pub json: bool,
 }
 
@@ -691,10 +692,16 @@ async fn run_on(
         &url,
         s.workers,
         s.concurrency,
-        &[(
-            "TIERFLOW_BENCH_RETENTION_SECS",
-            s.retention.as_secs().to_string(),
-        )],
+        &[
+            (
+                "TIERFLOW_BENCH_RETENTION_SECS",
+                s.retention.as_secs().to_string(),
+            ),
+            (
+                "TIERFLOW_STANDALONE_CONCURRENCY",
+                s.standalone_concurrency.to_string(),
+            ),
+        ],
     )?;
     let load = Load::start(&pool).await?;
     let http = HttpLoad::start(base, token, s.http_rate, tenants);
@@ -710,8 +717,8 @@ async fn run_on(
         json: s.json,
     };
     run.progress(format!(
-        "{} bench-worker process(es) × concurrency {}; {PRODUCERS} producer tasks; HTTP {} requests/s over {tenants} tenants; finished jobs kept {:?}",
-        s.workers, s.concurrency, s.http_rate, s.retention
+        "{} bench-worker process(es) × concurrency {} ({} slots for the no-op kind); {PRODUCERS} producer tasks; HTTP {} requests/s over {tenants} tenants; finished jobs kept {:?}",
+        s.workers, s.concurrency, s.standalone_concurrency, s.http_rate, s.retention
     ));
     run.header();
     let mut summary = Summary::default();
@@ -884,6 +891,7 @@ async fn run_on(
                 "settings": {
                     "duration_secs": s.duration.as_secs(), "window_secs": s.window.as_secs(),
                     "workers": s.workers, "concurrency": s.concurrency,
+                    "standalone_concurrency": s.standalone_concurrency,
                     "http_rate": s.http_rate, "pressure_secs": s.pressure.as_secs(),
                     "retention_secs": s.retention.as_secs(),
                     "pressure_load": s.pressure_load,

@@ -18,6 +18,10 @@ pub struct BenchWorkerArgs {
     /// Jobs of each kind this process runs at once.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
+    /// Jobs of each standalone kind (the no-op benchmark kind) this process runs at once.
+    #[arg(long, env = "TIERFLOW_STANDALONE_CONCURRENCY",
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+    pub standalone_concurrency: usize,
     /// Seconds without a heartbeat before another process rescues this one's jobs.
     #[arg(long, env = "TIERFLOW_RESCUE_AFTER_SECS", default_value_t = 6)]
     pub rescue_after_secs: u64,
@@ -52,6 +56,7 @@ pub async fn run(
     let defaults = FleetConfig::default();
     let config = FleetConfig {
         concurrency: args.concurrency,
+        standalone_concurrency: args.standalone_concurrency,
         rescuer: tierflow_queue::maintenance::rescuer::RescuerConfig {
             rescue_after: Duration::from_secs(args.rescue_after_secs),
             ..defaults.rescuer

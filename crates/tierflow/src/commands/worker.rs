@@ -37,6 +37,12 @@ pub struct FleetArgs {
     /// connections (see --db-pool-size); the jobs beyond it wait for one, holding their lease.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
+    /// Jobs of each standalone kind (deliver_event) this process runs at once. They hold no
+    /// connection while they run, so more slots cost memory only; few slots make the claim and
+    /// completion round trip the kind's ceiling.
+    #[arg(long, env = "TIERFLOW_STANDALONE_CONCURRENCY",
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+    pub standalone_concurrency: usize,
     /// Polling floor in milliseconds: an idle worker looks for due jobs at least this often, even
     /// if a notification is lost.
     #[arg(long, env = "TIERFLOW_POLL_INTERVAL_MS", default_value_t = 1000)]
@@ -89,6 +95,7 @@ impl FleetArgs {
     pub fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
         let config = FleetConfig {
             concurrency: self.concurrency,
+            standalone_concurrency: self.standalone_concurrency,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             rescuer: RescuerConfig {
