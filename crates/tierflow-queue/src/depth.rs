@@ -1,8 +1,8 @@
 //! Queue depth, sampled from the database by one replica and read by all.
 //!
-//! [`sample`] runs on the maintenance leader: one index-only scan of `tierflow_jobs_depth_idx`
-//! (unfinished and dead jobs only, however many finished rows the table holds) plus one lookup
-//! per kind for the oldest due job, written to `tierflow_samples`. [`publish`] runs in every
+//! [`sample`] runs on the maintenance leader: index-only scans of the partial indexes of
+//! unfinished and dead jobs (never a finished row, however many the table holds), with the age of
+//! each kind's oldest due job, written to `tierflow_samples`. [`publish`] runs in every
 //! process and turns those few rows into gauges, so every replica reports the same numbers.
 
 use std::time::Duration;
@@ -20,18 +20,22 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Every state the depth gauge reports, so a state that empties reports 0, not a stale value.
 pub const STATES: [&str; 5] = ["due", "scheduled", "running", "retrying", "dead"];
 
-/// The depth query: one index-only scan over unfinished and dead jobs.
+/// The depth query: index-only scans of the three partial indexes that hold unfinished and dead
+/// jobs — the claimable index (pending and retrying, with their status), the running index (with
+/// the kind) and the dead index — so it never reads a finished row (migration 0018).
 pub const DEPTH_SQL: &str = "SELECT job_type,
         CASE WHEN status = 'Pending' AND run_at <= now() THEN 'due'
              WHEN status = 'Pending' THEN 'scheduled'
-             WHEN status = 'Failed' THEN 'retrying'
-             WHEN status = 'Running' THEN 'running'
-             ELSE 'dead' END AS state,
+             ELSE 'retrying' END AS state,
         count(*)::float8 AS jobs,
-        extract(epoch FROM now() - min(run_at) FILTER (WHERE status IN ('Pending', 'Failed') AND run_at <= now()))::float8 AS oldest_due
+        extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due
    FROM apalis.jobs
-  WHERE status IN ('Pending', 'Failed', 'Running', 'Dead')
-  GROUP BY 1, 2";
+  WHERE status IN ('Pending', 'Failed')
+  GROUP BY 1, 2
+ UNION ALL
+ SELECT job_type, 'running', count(*)::float8, NULL FROM apalis.jobs WHERE status = 'Running' GROUP BY 1
+ UNION ALL
+ SELECT job_type, 'dead', count(*)::float8, NULL FROM apalis.jobs WHERE status = 'Dead' GROUP BY 1";
 
 /// Samples depth (leader only, under its `fence`) and stores it for every process to read.
 pub async fn sample(pool: &PgPool, kinds: &[&str], fence: &Fence) -> Result<(), QueueError> {

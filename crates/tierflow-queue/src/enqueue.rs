@@ -43,7 +43,7 @@ macro_rules! insert_jobs {
                FROM unnest(", $ids, "::text[], ", $kinds, "::text[], ", $payloads, "::bytea[], ",
             $max_attempts, "::int[], ", $run_ats, "::timestamptz[], ", $prios, "::int[], ", $keys, "::text[])
                  AS t(id, job_type, job, max_attempts, run_at, priority, key)
-             ON CONFLICT (job_type, idempotency_key) DO NOTHING
+             ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, job_type, idempotency_key, run_at"
         )
     };

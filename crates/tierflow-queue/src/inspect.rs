@@ -3,8 +3,8 @@
 //! lease).
 //!
 //! Every query here reads an index, never the whole table, however many finished jobs it keeps
-//! (the console's overview is measured with a million in the README): depth reads
-//! `tierflow_jobs_depth_idx` (the metrics' own [`DEPTH_SQL`](crate::depth::DEPTH_SQL)),
+//! (the console's overview is measured with a million in the README): depth reads the partial
+//! indexes of unfinished and dead jobs (the metrics' own [`DEPTH_SQL`](crate::depth::DEPTH_SQL)),
 //! throughput `tierflow_jobs_finished_idx` (index-only), latency at most [`LATENCY_SAMPLE`]
 //! rows along that index, a list by state its state's partial index.
 
