@@ -172,6 +172,38 @@ pub struct JobListRow {
     pub last_error: Option<String>,
 }
 
+/// One branch of [`list`]'s query over unfinished and dead jobs: the jobs in `$statuses` (a
+/// literal list matching one partial index's predicate) that pass the filter, most recently due
+/// first, at most `$5`.
+macro_rules! unfinished_branch {
+    ($statuses:literal) => {
+        concat!(
+            "(SELECT id, job_type AS kind, status, attempts, max_attempts, run_at, done_at, lock_by,
+                     idempotency_key AS key, last_result ->> 'Err' AS last_error
+                FROM apalis.jobs
+               WHERE status IN (", $statuses, ") AND ($1::text IS NULL OR status = $1)
+                 AND ($2::text IS NULL OR job_type = $2)
+                 AND ($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)))
+               ORDER BY run_at DESC LIMIT $5)"
+        )
+    };
+}
+
+/// [`list`]'s query when no finished status is asked for (`$1`: one unfinished status or
+/// none; `$2` kind, `$3`/`$4` keys and kinds, `$5` limit). One branch per partial index
+/// (claimable, running, dead), each naming its index's statuses literally so that even a
+/// generic plan reads the index, never the finished rows (a single `status IN (…)` over all
+/// four matched only the depth index, which migration 0018 dropped).
+pub const LIST_UNFINISHED_SQL: &str = concat!(
+    "SELECT * FROM (",
+    unfinished_branch!("'Pending', 'Failed'"),
+    " UNION ALL ",
+    unfinished_branch!("'Running'"),
+    " UNION ALL ",
+    unfinished_branch!("'Dead'"),
+    ") j ORDER BY run_at DESC LIMIT $5"
+);
+
 /// Jobs matching `filter`, at most `limit`: finished ones (done, cancelled, dead) most recently
 /// finished first along their partial index; the others most recently due first.
 pub async fn list(
@@ -192,13 +224,7 @@ pub async fn list(
             AND ($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)))
           ORDER BY done_at DESC LIMIT $5"
     } else {
-        "SELECT id, job_type AS kind, status, attempts, max_attempts, run_at, done_at, lock_by,
-                idempotency_key AS key, last_result ->> 'Err' AS last_error
-           FROM apalis.jobs
-          WHERE ($1::text IS NULL AND status IN ('Pending', 'Failed', 'Running', 'Dead') OR status = $1)
-            AND ($2::text IS NULL OR job_type = $2)
-            AND ($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)))
-          ORDER BY run_at DESC LIMIT $5"
+        LIST_UNFINISHED_SQL
     };
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(filter.status.as_deref())

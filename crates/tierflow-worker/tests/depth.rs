@@ -1,5 +1,6 @@
-//! Queue depth stays cheap with a million finished jobs in the table: the sampling query is an
-//! index scan over unfinished jobs only, well under 50 ms, and its counts are right.
+//! Queue depth and the console's default job list stay cheap with a million finished jobs in the
+//! table: both read only the partial indexes of unfinished and dead jobs, the depth query in well
+//! under 50 ms, and the counts are right.
 
 mod common;
 
@@ -7,12 +8,13 @@ use std::time::Duration;
 
 use common::*;
 use tierflow_queue::depth::{DEPTH_SQL, sample};
+use tierflow_queue::inspect::{JobFilter, LIST_UNFINISHED_SQL, list};
 
 /// With 1,000,000 finished jobs, the depth query reads only the partial indexes of unfinished and
-/// dead jobs (claimable, running, dead) and runs in
-/// under 50 ms; the sampled gauges count exactly the unfinished jobs.
+/// dead jobs (claimable, running, dead) and runs in under 50 ms; the sampled gauges count exactly
+/// the unfinished jobs in each state. The console's default job list reads the same indexes.
 #[tokio::test]
-async fn depth_sampling_ignores_a_million_finished_jobs() {
+async fn depth_and_the_job_list_ignore_a_million_finished_jobs() {
     let db = db().await;
     let pool = db.pool();
     sqlx::query(
@@ -29,6 +31,9 @@ async fn depth_sampling_ignores_a_million_finished_jobs() {
         ("Pending", 1000, "now() - interval '1 minute'"),
         ("Pending", 200, "now() + interval '1 day'"),
         ("Dead", 50, "now() - interval '1 day'"),
+        ("Failed", 30, "now() - interval '3 minutes'"),
+        ("Failed", 20, "now() + interval '1 hour'"),
+        ("Running", 10, "now() - interval '5 seconds'"),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO apalis.jobs (id, job_type, job, status, run_at)
@@ -91,8 +96,8 @@ async fn depth_sampling_ignores_a_million_finished_jobs() {
         [
             ("dead".into(), 50.0),
             ("due".into(), 1000.0),
-            ("retrying".into(), 0.0),
-            ("running".into(), 0.0),
+            ("retrying".into(), 50.0),
+            ("running".into(), 10.0),
             ("scheduled".into(), 200.0)
         ]
     );
@@ -102,5 +107,32 @@ async fn depth_sampling_ignores_a_million_finished_jobs() {
     .fetch_one(pool)
     .await
     .unwrap();
-    assert!((59.0..120.0).contains(&age), "oldest due age {age}");
+    // The oldest due job is a retrying one, due three minutes ago.
+    assert!((179.0..240.0).contains(&age), "oldest due age {age}");
+
+    // The console's default list (no state chosen): the three partial indexes, no finished row.
+    let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {LIST_UNFINISHED_SQL}"
+    )))
+    .bind(None::<String>)
+    .bind(None::<String>)
+    .bind(None::<Vec<String>>)
+    .bind(None::<Vec<String>>)
+    .bind(100i64)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let text = plan.to_string();
+    assert!(
+        !text.contains("\"Seq Scan\""),
+        "the job list must not scan the table: {text}"
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    let listed = list(&mut conn, &JobFilter::default(), 5_000).await.unwrap();
+    assert_eq!(listed.len(), 1000 + 200 + 50 + 50 + 10);
+    assert!(listed.iter().all(|r| r.status != "Done"));
+    assert!(
+        listed.windows(2).all(|w| w[0].run_at >= w[1].run_at),
+        "most recently due first"
+    );
 }

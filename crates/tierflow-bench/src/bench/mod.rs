@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use clap::Args;
+use clap::builder::TypedValueParser as _;
 use serde::Serialize;
 use sqlx::PgPool;
 use tierflow_domain::SystemClock;
@@ -88,13 +89,14 @@ pub struct BenchArgs {
     /// Sustained: bench-worker processes, and the concurrency of each.
     #[arg(long, env = "TIERFLOW_BENCH_WORKERS", default_value_t = 1)]
     pub workers: usize,
-    /// Sustained: jobs of each kind a bench-worker process runs at once.
+    /// Sustained: jobs of each transactional kind a bench-worker process runs at once.
     #[arg(long, env = "TIERFLOW_BENCH_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
     /// Sustained: slots of each bench-worker process for the no-op kind, which is standalone
     /// (as `tierflow worker --standalone-concurrency`).
     #[arg(long, env = "TIERFLOW_BENCH_STANDALONE_CONCURRENCY",
-          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     pub standalone_concurrency: usize,
 }
 
@@ -865,8 +867,9 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
     if want(Section::Drain) {
         let mut best: f64 = 0.0;
         let mut best_config = (1, 16);
-        // Concurrency 16 is the default; the no-op kind is standalone (it holds no connection while
-        // it runs), so a process can run many at once and the completer writes them in bigger batches.
+        // Here `c` is the no-op kind's slot count too (`Workers::start`): 16 as transactional kinds
+        // have by default, and 128. The no-op kind is standalone (it holds no connection while it
+        // runs), so a process can run many at once and the completer writes bigger batches.
         for (w, c) in [(1, 16), (2, 16), (1, 128), (2, 128)] {
             b.progress(format!(
                 "drain: {} no-op jobs, {w} process(es) × concurrency {c}",

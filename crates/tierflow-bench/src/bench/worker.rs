@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::TypedValueParser as _;
 use sqlx::PgPool;
 use tierflow_queue::FleetConfig;
 use tierflow_store::Context;
@@ -15,12 +16,13 @@ use super::kinds::{BenchNoop, BenchSleep, noop, sleep};
 /// The bench worker's own options; the `tierflow` binary adds where the database is.
 #[derive(Debug, Args)]
 pub struct BenchWorkerArgs {
-    /// Jobs of each kind this process runs at once.
+    /// Jobs of each transactional kind this process runs at once.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
     /// Jobs of each standalone kind (the no-op benchmark kind) this process runs at once.
     #[arg(long, env = "TIERFLOW_STANDALONE_CONCURRENCY",
-          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     pub standalone_concurrency: usize,
     /// Seconds without a heartbeat before another process rescues this one's jobs.
     #[arg(long, env = "TIERFLOW_RESCUE_AFTER_SECS", default_value_t = 6)]

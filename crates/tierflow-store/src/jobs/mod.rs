@@ -186,8 +186,11 @@ impl utoipa::PartialSchema for JobKind {
 
 impl utoipa::ToSchema for JobKind {}
 
-/// The job slots of a worker process whose concurrency is `concurrency`: each kind runs that
-/// many at once, or its [`Job::MAX_CONCURRENCY`] if lower. Each running job holds a connection.
+/// The connection-holding job slots of a worker process whose concurrency is `concurrency`: each
+/// kind runs that many at once, or its [`Job::MAX_CONCURRENCY`] if lower. A running job of a
+/// transactional kind holds a connection. `deliver_event` is standalone (its own, larger slot
+/// count, `standalone_concurrency`) and takes one only briefly; it is counted here at
+/// `concurrency` as headroom for those brief acquires.
 pub fn job_slots(concurrency: usize) -> usize {
     [
         VoiceDisable::MAX_CONCURRENCY,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::TypedValueParser as _;
 use tierflow_domain::SystemClock;
 use tierflow_queue::FleetConfig;
 use tierflow_queue::fleet::LIVENESS_CONNECTIONS;
@@ -33,15 +34,18 @@ pub struct WorkerArgs {
 /// The job runtime's settings (shared by `worker` and `run`).
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
-    /// Jobs of each kind this process runs at once. A job transaction holds one of the pool's
-    /// connections (see --db-pool-size); the jobs beyond it wait for one, holding their lease.
+    /// Jobs of each transactional kind this process runs at once. A job transaction holds one of
+    /// the pool's connections (see --db-pool-size); the jobs beyond it wait for one, holding
+    /// their lease.
     #[arg(long, env = "TIERFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
-    /// Jobs of each standalone kind (deliver_event) this process runs at once. They hold no
-    /// connection while they run, so more slots cost memory only; few slots make the claim and
-    /// completion round trip the kind's ceiling.
+    /// Jobs of each standalone kind (deliver_event) this process runs at once (1-10000). They
+    /// hold no connection while they wait on the receiver (one briefly, to read the endpoint or
+    /// record a failure), so more slots cost little; few make the claim and completion round
+    /// trip the kind's ceiling.
     #[arg(long, env = "TIERFLOW_STANDALONE_CONCURRENCY",
-          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY)]
+          default_value_t = tierflow_queue::fleet::DEFAULT_STANDALONE_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     pub standalone_concurrency: usize,
     /// Polling floor in milliseconds: an idle worker looks for due jobs at least this often, even
     /// if a notification is lost.
