@@ -21,7 +21,8 @@
 --
 -- The new indexes are built first and the old ones dropped last, so the statement that takes the
 -- table's exclusive lock (DROP INDEX) comes at the end, just before commit. Building them takes a
--- SHARE lock (enqueues and claims wait, reads do not) for about a second per million rows.
+-- SHARE lock (enqueues and claims wait, reads do not): 0.8 s for a million rows, a third of them
+-- keyed, on the 2-core development machine.
 CREATE INDEX tierflow_jobs_claimable_v2_idx ON apalis.jobs (job_type, run_at) INCLUDE (status)
     WHERE status IN ('Pending', 'Failed');
 CREATE INDEX tierflow_jobs_running_v2_idx ON apalis.jobs (lock_by, lock_at) INCLUDE (job_type)
