@@ -249,6 +249,12 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         self.runners.iter().map(|r| r.kind()).collect()
     }
 
+    /// Job slots of one kind in this process: its share of the concurrency that applies to it
+    /// (standalone or transactional), capped by the kind's own limit.
+    fn slots(&self, runner: &dyn KindRunner<S>) -> usize {
+        runner.slots(self.config.concurrency_for(runner.standalone()))
+    }
+
     /// This process incarnation's id (`lock_by` of the jobs it runs).
     pub fn worker_id(&self) -> Arc<str> {
         self.worker_id.clone()
@@ -286,7 +292,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         for runner in &self.runners {
             let kind = runner.kind();
             metrics::gauge!(crate::metrics::WORKER_SLOTS, "kind" => kind)
-                .set(runner.slots(self.config.concurrency_for(runner.standalone())) as f64);
+                .set(self.slots(runner.as_ref()) as f64);
             metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind).set(0.0);
         }
         let holdings = Arc::new(Holdings::default());
@@ -296,7 +302,7 @@ impl<S: Send + Sync + 'static> Fleet<S> {
         let (completer, completer_task) = completer::start(self.pool.clone(), id.clone());
         for runner in &self.runners {
             let kind = runner.kind();
-            let slots = runner.slots(self.config.concurrency_for(runner.standalone()));
+            let slots = self.slots(runner.as_ref());
             let wake = Arc::new(Notify::new());
             wakers.insert(kind, wake.clone());
             let (tx, rx) = mpsc::channel(slots);

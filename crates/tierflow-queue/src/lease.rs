@@ -14,8 +14,8 @@
 //! Every write about one claimed job finds its row by primary key, and checks the lease with
 //! `(status = 'Running') IS TRUE` rather than `status = 'Running'`: no index matches that form,
 //! so PostgreSQL cannot serve the write from `tierflow_jobs_running_idx` (or, before migration
-//! 0018, the `Running` range of `tierflow_jobs_depth_idx`), which it otherwise chose (it estimates one running row). That
-//! range keeps an entry for every job claimed since the last vacuum; while a long transaction
+//! 0018, the `Running` range of `tierflow_jobs_depth_idx`), which it otherwise chose (it
+//! estimates one running row). That range keeps an entry for every job claimed since the last vacuum; while a long transaction
 //! pins `xmin` it grows by the claim rate, and each completion walked all of it (docs/queue.md,
 //! "Lease writes go by primary key").
 
