@@ -79,23 +79,48 @@ pub(crate) async fn announce(
 pub(crate) async fn announce_change(
     conn: &mut PgConnection,
     ctx: &Context,
-    tenant: &crate::tenants::LockedTenant,
+    tenant_id: &TenantId,
     version: i64,
     action: &str,
     subject_type: &str,
     subject_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let to = destinations(conn, ctx).await?;
+    let managed = crate::webhooks::subscribed(conn).await?;
+    announce_change_to(
+        conn,
+        ctx,
+        managed,
+        tenant_id,
+        version,
+        action,
+        subject_type,
+        subject_id,
+        now,
+    )
+    .await
+}
+
+/// [`announce_change`] for a caller that read the managed endpoints (`(id, url)`) itself, in the
+/// change's transaction (with [`crate::webhooks::subscribed_endpoints`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn announce_change_to(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    managed: Vec<(Uuid, String)>,
+    tenant_id: &TenantId,
+    version: i64,
+    action: &str,
+    subject_type: &str,
+    subject_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let to = destinations_of(ctx, managed);
     if to.is_empty() {
-        log_only(
-            &event_id(action, subject_id),
-            tenant.tenant_id.as_str(),
-            version,
-        );
+        log_only(&event_id(action, subject_id), tenant_id.as_str(), version);
         return Ok(());
     }
-    let entitlement = crate::tenants::effective_at(conn, &tenant.tenant_id, now).await?;
+    let entitlement = crate::tenants::effective_at(conn, tenant_id, now).await?;
     let event = event_of(action, subject_type, subject_id, &entitlement, now);
     enqueue(conn, deliveries(ctx, &to, &event, now)?).await?;
     Ok(())
@@ -160,9 +185,13 @@ async fn destinations(
     conn: &mut PgConnection,
     ctx: &Context,
 ) -> Result<Vec<Destination>, StoreError> {
-    let managed = crate::webhooks::subscribed(conn, ENTITLEMENT_CHANGED).await?;
-    Ok(ctx
-        .webhooks
+    let managed = crate::webhooks::subscribed(conn).await?;
+    Ok(destinations_of(ctx, managed))
+}
+
+/// The endpoints configured by environment, then the managed ones (`(id, url)`).
+fn destinations_of(ctx: &Context, managed: Vec<(Uuid, String)>) -> Vec<Destination> {
+    ctx.webhooks
         .iter()
         .map(|url| Destination {
             endpoint_id: None,
@@ -172,7 +201,7 @@ async fn destinations(
             endpoint_id: Some(id),
             url,
         }))
-        .collect())
+        .collect()
 }
 
 /// One `deliver_event` job per destination for `event`, keyed `<event id>@<endpoint id or URL>`.

@@ -116,7 +116,7 @@ pub async fn expire_entitlement(
     events::announce_change(
         tx,
         ctx,
-        &tenant,
+        &tenant.tenant_id,
         version,
         "entitlement.expired",
         "tenant",

@@ -94,7 +94,7 @@ pub async fn expire_override(
     events::announce_change(
         tx,
         ctx,
-        &tenant,
+        &tenant.tenant_id,
         version,
         "override.expired",
         "override",

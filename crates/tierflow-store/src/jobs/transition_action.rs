@@ -30,8 +30,11 @@ use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_
 use tierflow_queue::{HandlerFuture, JobTx};
 
 use super::{ActionOutcome, job_error, no_op, outcome};
+use uuid::Uuid;
+
 use crate::audit::{AuditEvent, Principal, audit_columns};
 use crate::error::corrupt;
+use crate::webhooks::{subscribed_endpoints, zip_endpoints};
 use crate::{Context, StoreError, events, tenants};
 
 /// Runs `voice_disable`, `sla_freeze` or `apply_downgrade` for a transition, in the caller's
@@ -45,6 +48,14 @@ pub async fn run_transition_action(
     transition_id: TransitionId,
     action: Action,
 ) -> Result<ActionOutcome, StoreError> {
+    if action != Action::ApplyDowngrade
+        && let Some(done) =
+            record_enforcement(tx, ctx, now, tenant_id, transition_id, action).await?
+    {
+        return Ok(done);
+    }
+    // An `apply_downgrade`, or an enforcement with nothing scheduled (already run, cancelled,
+    // unknown): lock, read the guard, and decide — or say why there is nothing to do.
     #[derive(sqlx::FromRow)]
     struct Due {
         tier_id: String,
@@ -54,20 +65,27 @@ pub async fn run_transition_action(
         to_tier_id: String,
         grace_ends_at: Option<DateTime<Utc>>,
         action_status: String,
+        endpoint_ids: Option<Vec<Uuid>>,
+        endpoint_urls: Option<Vec<String>>,
     }
     // The tenant lock and the guard in one statement. All three rows are locked, not only the
     // tenant's: in READ COMMITTED a statement that waits for a row lock re-reads only the rows it
     // locks, so a transition cancelled while this job waited for the tenant would otherwise read
     // as still pending.
-    let row: Option<Due> = sqlx::query_as(
+    // The endpoints to tell come with it (a round trip saved).
+    let row: Option<Due> = sqlx::query_as(concat!(
         "SELECT te.tier_id, te.status AS tenant_status, te.version,
-                t.status, t.to_tier_id, t.grace_ends_at, a.status AS action_status
+                t.status, t.to_tier_id, t.grace_ends_at, a.status AS action_status,
+                w.ids AS endpoint_ids, w.urls AS endpoint_urls
            FROM tenant_entitlements te
            JOIN tier_transitions t ON t.tenant_id = te.tenant_id AND t.id = $1
            JOIN transition_actions a ON a.transition_id = t.id AND a.action = $3
+           LEFT JOIN LATERAL ",
+        subscribed_endpoints!(),
+        " w ON true
           WHERE te.tenant_id = $2
-          FOR UPDATE OF te, t, a",
-    )
+          FOR UPDATE OF te, t, a"
+    ))
     .bind(transition_id.0)
     .bind(tenant_id.as_str())
     .bind(action.as_str())
@@ -136,11 +154,7 @@ pub async fn run_transition_action(
         }
     }
     let principal = Principal::job(action.as_str());
-    let audit_action = match action {
-        Action::VoiceDisable => "action.voice_disable",
-        Action::SlaFreeze => "action.sla_freeze",
-        Action::ApplyDowngrade => "action.apply_downgrade",
-    };
+    let audit_action = audit_action(action);
     let audit = AuditEvent {
         tenant_id: tenant_id.as_str(),
         occurred_at: now,
@@ -195,10 +209,11 @@ pub async fn run_transition_action(
         None => tenant.version,
     };
     // Downstream systems learn of the enforcement (voice off, SLA frozen) or the new tier.
-    events::announce_change(
+    events::announce_change_to(
         tx,
         ctx,
-        &tenant,
+        zip_endpoints(due.endpoint_ids, due.endpoint_urls),
+        &tenant.tenant_id,
         version,
         audit_action,
         "transition",
@@ -209,6 +224,114 @@ pub async fn run_transition_action(
     Ok(ActionOutcome::Applied {
         tenant_version: version,
     })
+}
+
+/// The common run of `voice_disable` and `sla_freeze`, in one statement: record the action
+/// `done` (or `moot` if its transition is no longer pending), audit it, and read the tenant's
+/// version and the endpoints to tell. `None` if the action is not `scheduled` (or does not
+/// exist): the caller's general path then says why.
+///
+/// Only the action's row is locked — by the update. That is enough, because no action row stays
+/// `scheduled` once its transition is effective or cancelled: a cancel or an applied downgrade
+/// rewrites it in the same transaction, so an update that waited for one of them re-reads the
+/// row, finds it no longer `scheduled`, and does nothing. The tenant is not locked: this changes
+/// nothing of it, and its version read here only labels the event (receivers keep the newest).
+/// One statement instead of three, and no row-lock records in the WAL for the tenant and the
+/// transition: the fleet's commonest real jobs are its cheapest.
+async fn record_enforcement(
+    tx: &mut PgConnection,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    tenant_id: &TenantId,
+    transition_id: TransitionId,
+    action: Action,
+) -> Result<Option<ActionOutcome>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Recorded {
+        status: String,
+        transition_status: String,
+        version: Option<i64>,
+        endpoint_ids: Option<Vec<Uuid>>,
+        endpoint_urls: Option<Vec<String>>,
+    }
+    let principal = Principal::job(action.as_str());
+    let audit = AuditEvent {
+        tenant_id: tenant_id.as_str(),
+        occurred_at: now,
+        actor: &principal.name,
+        action: audit_action(action),
+        subject_type: "transition",
+        subject_id: transition_id.to_string(),
+        reason: None,
+        idempotency_key: None,
+        details: serde_json::json!({ "transition_id": transition_id }),
+        principal: &principal,
+    };
+    let q = sqlx::query(concat!(
+        "WITH recorded AS (
+            UPDATE transition_actions a
+               SET status = CASE WHEN t.status = 'pending' THEN 'done' ELSE 'moot' END,
+                   executed_at = $3
+              FROM tier_transitions t
+             WHERE a.transition_id = $1 AND a.action = $2 AND a.status = 'scheduled'
+               AND t.id = a.transition_id AND t.tenant_id = $4
+            RETURNING a.status, t.status AS transition_status),
+         audited AS (
+            INSERT INTO audit_events (",
+        audit_columns!(),
+        ") SELECT $4, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13
+               FROM recorded WHERE recorded.status = 'done')
+         SELECT r.status, r.transition_status, te.version,
+                w.ids AS endpoint_ids, w.urls AS endpoint_urls
+           FROM recorded r
+           LEFT JOIN tenant_entitlements te ON te.tenant_id = $4
+           LEFT JOIN LATERAL ",
+        subscribed_endpoints!(),
+        " w ON true"
+    ))
+    .bind(transition_id.0)
+    .bind(action.as_str())
+    .bind(now)
+    .bind(tenant_id.as_str());
+    let Some(row) = audit.bind_own(q).fetch_optional(&mut *tx).await? else {
+        return Ok(None);
+    };
+    let r = <Recorded as sqlx::FromRow<_>>::from_row(&row)?;
+    if r.status != "done" {
+        // Defensive: a transition no longer pending left its action scheduled (rows written
+        // before migration 0012). The row now says `moot`.
+        return Ok(Some(no_op(format!(
+            "transition {transition_id} is {}",
+            r.transition_status
+        ))));
+    }
+    let version = r.version.ok_or_else(|| {
+        StoreError::Corrupt(format!("transition {transition_id} has no tenant row"))
+    })?;
+    events::announce_change_to(
+        tx,
+        ctx,
+        zip_endpoints(r.endpoint_ids, r.endpoint_urls),
+        tenant_id,
+        version,
+        audit.action,
+        "transition",
+        &audit.subject_id,
+        now,
+    )
+    .await?;
+    Ok(Some(ActionOutcome::Applied {
+        tenant_version: version,
+    }))
+}
+
+/// The audit action (and event cause) of a run of `action`.
+fn audit_action(action: Action) -> &'static str {
+    match action {
+        Action::VoiceDisable => "action.voice_disable",
+        Action::SlaFreeze => "action.sla_freeze",
+        Action::ApplyDowngrade => "action.apply_downgrade",
+    }
 }
 
 /// The handler of one of the three kinds: runs `action` for the job's transaction in the job's
