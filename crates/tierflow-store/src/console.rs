@@ -258,20 +258,19 @@ pub async fn tenant_job_keys(
     .await?)
 }
 
-/// The audit rows about one subject (`job`, its id), oldest first (`audit_events_subject_idx`).
-pub async fn subject_audit(
+/// The audit rows about one job (operators' retries and cancels), oldest first
+/// (`audit_events_job_subject_idx`, partial on the type: the literal lets the planner use it).
+pub async fn job_audit(
     conn: &mut PgConnection,
-    subject_type: &str,
-    subject_id: &str,
+    job_id: &str,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, tenant_id, occurred_at, actor, action, subject_type, subject_id, reason, details,
                 principal, principal_role
-           FROM audit_events WHERE subject_type = $1 AND subject_id = $2
+           FROM audit_events WHERE subject_type = 'job' AND subject_id = $1
           ORDER BY id LIMIT 200",
     )
-    .bind(subject_type)
-    .bind(subject_id)
+    .bind(job_id)
     .fetch_all(conn)
     .await?)
 }

@@ -114,7 +114,7 @@ pub async fn show(
 ) -> super::Result {
     let mut conn = state.pool.acquire().await?;
     let job = find(&mut conn, &job_id).await?;
-    let timeline = tierflow_store::console::subject_audit(&mut conn, "job", &job.id).await?;
+    let timeline = tierflow_store::console::job_audit(&mut conn, &job.id).await?;
     drop(conn);
 
     let mut b = String::new();
