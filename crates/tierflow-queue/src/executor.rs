@@ -11,6 +11,13 @@
 //! An `Err`, a panic or a timeout counts as a failed attempt (a transactional handler's work is
 //! rolled back); an undecodable payload or [`JobError::Permanent`] makes the job dead at once.
 //! Nothing a handler does ends the process.
+//!
+//! A transactional kind with [`Job::BATCH`] above one may get several claimed jobs at once
+//! ([`Executor::execute_batch`]): one transaction fences them all in one statement
+//! ([`lease::fence_many`]), runs their handlers in turn and records them with one commit, saving
+//! per job a `BEGIN`, a fence, a `COMMIT` and a transaction. Any failure in it —
+//! a handler's error, panic or timeout, a database error — rolls the whole batch back, and each
+//! of its jobs then runs alone as above, so one job's failure is recorded against it only.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -128,6 +135,8 @@ pub(crate) trait KindRunner<S>: Send + Sync {
     fn claim_commit(&self) -> crate::lease::ClaimCommit;
     /// Jobs of this kind run at once in a process whose concurrency is `concurrency`.
     fn slots(&self, concurrency: usize) -> usize;
+    /// Most jobs of this kind one transaction runs together ([`Job::BATCH`]; 1 if standalone).
+    fn batch(&self) -> usize;
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
@@ -159,6 +168,14 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
 
     fn slots(&self, concurrency: usize) -> usize {
         concurrency.min(J::MAX_CONCURRENCY).max(1)
+    }
+
+    fn batch(&self) -> usize {
+        if self.standalone() {
+            1
+        } else {
+            J::BATCH.max(1)
+        }
     }
 
     fn claim_commit(&self) -> crate::lease::ClaimCommit {
@@ -204,20 +221,9 @@ pub(crate) struct Executor<S> {
 impl<S: Send + Sync + 'static> Executor<S> {
     /// Runs one claimed job to a recorded outcome.
     pub async fn execute(&self, claimed: Claimed) -> RunResult {
-        let lease = claimed.lease.clone();
-        let span = tracing::info_span!(
-            "job",
-            job.id = %lease.job_id,
-            job.kind = lease.kind,
-            job.attempt = lease.attempt,
-            tenant_id = tracing::field::Empty,
-        );
-        let kind = lease.kind;
-        let pickup = (lease.claimed_at - lease.run_at)
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1e6;
-        metrics::histogram!(crate::metrics::PICKUP_DELAY, "kind" => kind).record(pickup.max(0.0));
+        let kind = claimed.lease.kind;
+        let span = job_span(&claimed.lease);
+        record_pickup(&claimed.lease);
         let busy = metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind);
         busy.increment(1.0);
         let started = std::time::Instant::now();
@@ -227,6 +233,102 @@ impl<S: Send + Sync + 'static> Executor<S> {
             .record(started.elapsed().as_secs_f64());
         crate::metrics::finished(kind, result.outcome());
         result
+    }
+
+    /// Runs claimed jobs of this kind to recorded outcomes, in one transaction if there are
+    /// several (see the module doc); the results are in the order of `batch`.
+    pub async fn execute_batch(&self, batch: Vec<Claimed>) -> Vec<RunResult> {
+        if batch.len() > 1
+            && !self.runner.standalone()
+            && let Some(results) = self.execute_together(&batch).await
+        {
+            return results;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for claimed in batch {
+            results.push(self.execute(claimed).await);
+        }
+        results
+    }
+
+    /// [`Executor::execute_batch`]'s one transaction, with the metrics and logs of each job;
+    /// `None` if it was rolled back (nothing recorded, no metric counted).
+    async fn execute_together(&self, batch: &[Claimed]) -> Option<Vec<RunResult>> {
+        let kind = self.runner.kind();
+        let n = batch.len();
+        let busy = metrics::gauge!(crate::metrics::WORKER_BUSY, "kind" => kind);
+        busy.increment(n as f64);
+        let started = std::time::Instant::now();
+        let spans: Vec<tracing::Span> = batch.iter().map(|c| job_span(&c.lease)).collect();
+        let results = self.run_together(batch, &spans).await;
+        busy.decrement(n as f64);
+        let results = results?;
+        let elapsed = started.elapsed().as_secs_f64();
+        for ((claimed, span), result) in batch.iter().zip(&spans).zip(&results) {
+            record_pickup(&claimed.lease);
+            // Each job's duration is the batch's: its effect committed with the last one's.
+            metrics::histogram!(crate::metrics::JOB_DURATION, "kind" => kind).record(elapsed);
+            crate::metrics::finished(kind, result.outcome());
+            span.in_scope(|| tracing::info!(elapsed, ?result, batch = n, "job finished"));
+        }
+        Some(results)
+    }
+
+    /// Fences the jobs of `batch` and handles each (inside its own span) in one transaction, and
+    /// commits; `None`, the transaction rolled back, at the first failure.
+    async fn run_together(
+        &self,
+        batch: &[Claimed],
+        spans: &[tracing::Span],
+    ) -> Option<Vec<RunResult>> {
+        let mut tx = self.pool.begin().await.ok()?;
+        let timeout = self.runner.timeout();
+        let leases: Vec<&Lease> = batch.iter().map(|c| &c.lease).collect();
+        // All the batch's fences in one statement; each job then runs at the same database time.
+        let (now, fenced) =
+            match lease::fence_many(&mut tx, &leases, self.lock_timeout, timeout).await {
+                Ok(fenced) => fenced,
+                Err(error) => {
+                    tracing::info!(%error, kind = self.runner.kind(), batch = batch.len(),
+                        "a batch could not be fenced: each of its jobs runs alone");
+                    let _ = tx.rollback().await;
+                    return None;
+                }
+            };
+        let mut results = Vec::with_capacity(batch.len());
+        for (claimed, span) in batch.iter().zip(spans) {
+            let lease = &claimed.lease;
+            let ran = async {
+                if !fenced.contains(&lease.job_id) {
+                    tracing::warn!("lease lost before the job ran: another worker owns it now");
+                    return Ok(RunResult::LeaseLost);
+                }
+                let job_tx = JobTx { conn: &mut tx, now };
+                let call = self
+                    .runner
+                    .call(&claimed.payload, Some(job_tx), &self.state);
+                let outcome = guarded(timeout, call).await.map_err(|e| e.to_string())?;
+                record_held(&mut tx, lease, outcome)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .instrument(span.clone())
+            .await;
+            match ran {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    span.in_scope(|| {
+                        tracing::info!(%error, batch = batch.len(),
+                            "failed in a batch: the batch is rolled back and each of its jobs runs alone")
+                    });
+                    // A rollback that fails leaves the connection to the pool, which discards it.
+                    let _ = tx.rollback().await;
+                    return None;
+                }
+            }
+        }
+        tx.commit().await.ok()?;
+        Some(results)
     }
 
     async fn execute_inner(&self, claimed: Claimed) -> RunResult {
@@ -273,25 +375,11 @@ impl<S: Send + Sync + 'static> Executor<S> {
         };
         let job_tx = JobTx { conn: &mut tx, now };
         let call = self.runner.call(payload, Some(job_tx), &self.state);
-        let result = guarded(timeout, call).await;
-        // The fence marked the job done; a no-op keeps its reason, an early run goes back.
-        let recorded = match result {
+        let outcome = match guarded(timeout, call).await {
             Err(e) => return Err(RunError::Job(e)),
-            Ok(Outcome::Done(summary)) => {
-                tracing::debug!(%summary, "applied");
-                RunResult::Done
-            }
-            Ok(Outcome::NoOp(reason)) => {
-                tracing::info!(%reason, "nothing to do");
-                lease::set_summary(&mut tx, lease, &format!("no-op: {reason}")).await?;
-                RunResult::NoOp
-            }
-            Ok(Outcome::NotYetDue(at)) => {
-                tracing::info!(due_at = %at, "ran early; rescheduled");
-                lease::reschedule_held(&mut tx, lease, at).await?;
-                RunResult::Rescheduled
-            }
+            Ok(outcome) => outcome,
         };
+        let recorded = record_held(&mut tx, lease, outcome).await?;
         tx.commit().await.map_err(QueueError::from)?;
         Ok(Ok(recorded))
     }
@@ -374,6 +462,51 @@ impl<S: Send + Sync + 'static> Executor<S> {
         }
         RunResult::Unrecorded
     }
+}
+
+/// A job's span: every line logged while it runs carries its id, kind and attempt.
+fn job_span(lease: &Lease) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        job.id = %lease.job_id,
+        job.kind = lease.kind,
+        job.attempt = lease.attempt,
+        tenant_id = tracing::field::Empty,
+    )
+}
+
+/// Records how long a job waited between its due time and its claim.
+fn record_pickup(lease: &Lease) {
+    let pickup = (lease.claimed_at - lease.run_at)
+        .num_microseconds()
+        .unwrap_or(0) as f64
+        / 1e6;
+    metrics::histogram!(crate::metrics::PICKUP_DELAY, "kind" => lease.kind).record(pickup.max(0.0));
+}
+
+/// Records a transactional handler's outcome in the job's transaction, whose fence already
+/// marked the job done: a no-op keeps its reason, an early run goes back to wait.
+async fn record_held(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    outcome: Outcome,
+) -> Result<RunResult, QueueError> {
+    Ok(match outcome {
+        Outcome::Done(summary) => {
+            tracing::debug!(%summary, "applied");
+            RunResult::Done
+        }
+        Outcome::NoOp(reason) => {
+            tracing::info!(%reason, "nothing to do");
+            lease::set_summary(tx, lease, &format!("no-op: {reason}")).await?;
+            RunResult::NoOp
+        }
+        Outcome::NotYetDue(at) => {
+            tracing::info!(due_at = %at, "ran early; rescheduled");
+            lease::reschedule_held(tx, lease, at).await?;
+            RunResult::Rescheduled
+        }
+    })
 }
 
 /// Awaits a handler's future under `timeout`, turning a panic or a timeout into a retryable error.

@@ -28,6 +28,15 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// for a kind whose jobs come one after another (a chain of batches), where more slots would
     /// only hold connections.
     const MAX_CONCURRENCY: usize = usize::MAX;
+    /// Most claimed jobs of this (transactional) kind one transaction runs together: one
+    /// statement fences them all, their handlers run in turn, and one commit records them all — a
+    /// job's effect and its completion still commit together. A claim that takes several due jobs splits them into
+    /// such batches; one job due alone runs alone, so batching adds no latency. If a handler in
+    /// a batch fails, the batch is rolled back and each of its jobs runs alone (see
+    /// [`crate::executor`]). For a kind whose jobs are short and touch one tenant's rows each:
+    /// a batch holds its first job's row locks until its last job is done. Standalone kinds
+    /// ignore it (the completer batches their completions).
+    const BATCH: usize = 1;
 
     /// Delay before attempt `failed_attempts + 1`, after `failed_attempts` failures.
     fn backoff(failed_attempts: i32) -> std::time::Duration {

@@ -220,6 +220,61 @@ pub async fn fence(
     Ok(held.map(|(now, ..)| now))
 }
 
+/// [`fence`] for a batch of jobs held by one worker, in one statement: returns the database's
+/// time in `tx` and the ids of the jobs whose lease still held (now marked `Done` in `tx`); a job
+/// missing from them was rescued and belongs to someone else. Sets `tx`'s commit mode and
+/// timeouts as [`fence`] does (the timeouts must be the same for all, i.e. one kind's).
+pub async fn fence_many(
+    tx: &mut PgConnection,
+    leases: &[&Lease],
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<(DateTime<Utc>, Vec<String>), QueueError> {
+    let Some(worker_id) = leases.first().map(|l| l.worker_id.clone()) else {
+        return Ok((Utc::now(), Vec::new()));
+    };
+    let ids: Vec<&str> = leases.iter().map(|l| l.job_id.as_str()).collect();
+    let attempts: Vec<i32> = leases.iter().map(|l| l.attempt).collect();
+    // One row whatever the join finds (none when every lease was lost).
+    let (now, fenced): (DateTime<Utc>, Vec<String>) = sqlx::query_as(
+        "WITH fenced AS (
+            UPDATE apalis.jobs j SET status = 'Done', done_at = now(), lock_by = NULL,
+                   last_result = '{\"Ok\": \"done\"}'
+              FROM unnest($1::text[], $2::int4[]) AS l(id, attempts)
+             WHERE j.id = l.id AND (j.status = 'Running') IS TRUE AND j.lock_by = $3
+               AND j.attempts = l.attempts
+            RETURNING j.id)
+         SELECT now(), ARRAY(SELECT id FROM fenced),
+                set_config('synchronous_commit', 'off', true),
+                set_config('plan_cache_mode', 'force_generic_plan', true),
+                set_config('lock_timeout', $4, true),
+                set_config('statement_timeout', $5, true),
+                set_config('idle_in_transaction_session_timeout', $4, true)",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(worker_id.as_ref())
+    .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
+    .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
+    // Planned for each batch, as the completer's batch is (`complete_many`): a plan cached
+    // while the table was small would be kept as it grows.
+    .persistent(false)
+    .fetch_one(&mut *tx)
+    .await
+    .map(
+        |(now, fenced, ..): (
+            DateTime<Utc>,
+            Vec<String>,
+            String,
+            String,
+            String,
+            String,
+            String,
+        )| (now, fenced),
+    )?;
+    Ok((now, fenced))
+}
+
 /// Marks many running jobs `Done` in one statement, each with its own summary, fenced per job
 /// on its lease (`(id, attempt, summary)`, all held by `worker_id`): the
 /// [`crate::completer`]'s batch. Returns the ids it completed; a job missing from them had lost

@@ -31,37 +31,45 @@ use crate::executor::RunResult;
 use crate::heartbeat::{HoldGuard, Holdings};
 use crate::lease::{self, ClaimCommit, Claimed};
 
-/// One claimed job on its way to the worker, holding its slot and its place in the heartbeat's
-/// list of held jobs until its outcome is recorded (or it is handed back).
+/// Claimed jobs on their way to the worker — one, or a batch of its kind's [`crate::Job::BATCH`]
+/// run in one transaction — each holding its slot and its place in the heartbeat's list of held
+/// jobs until its outcome is recorded (or it is handed back).
 pub struct Run {
-    pub(crate) claimed: Claimed,
+    pub(crate) claimed: Vec<Claimed>,
     pub(crate) exec: Arc<dyn ErasedExecutor>,
-    pub(crate) _slot: OwnedSemaphorePermit,
-    pub(crate) _hold: HoldGuard,
+    pub(crate) _slots: Vec<OwnedSemaphorePermit>,
+    pub(crate) _holds: Vec<HoldGuard>,
 }
 
 /// A kind's executor without its state type, so apalis sees one concrete task type.
 pub(crate) trait ErasedExecutor: Send + Sync {
-    fn execute(&self, claimed: Claimed) -> futures::future::BoxFuture<'_, RunResult>;
+    fn execute(&self, batch: Vec<Claimed>) -> futures::future::BoxFuture<'_, Vec<RunResult>>;
+    /// Most jobs one [`Run`] of this kind carries.
+    fn batch(&self) -> usize;
 }
 
 impl<S: Send + Sync + 'static> ErasedExecutor for crate::executor::Executor<S> {
-    fn execute(&self, claimed: Claimed) -> futures::future::BoxFuture<'_, RunResult> {
-        Box::pin(crate::executor::Executor::execute(self, claimed))
+    fn execute(&self, batch: Vec<Claimed>) -> futures::future::BoxFuture<'_, Vec<RunResult>> {
+        Box::pin(crate::executor::Executor::execute_batch(self, batch))
+    }
+
+    fn batch(&self) -> usize {
+        self.runner.batch()
     }
 }
 
-/// The apalis task function: runs one job; never returns an error (which would stop the worker).
+/// The apalis task function: runs a claimed job or batch; never returns an error (which would
+/// stop the worker).
 pub(crate) async fn run_job(run: Run) {
     let Run {
         claimed,
         exec,
-        _slot,
-        _hold,
+        _slots,
+        _holds,
     } = run;
-    let result = exec.execute(claimed).await;
-    drop(_hold);
-    tracing::debug!(?result, "job recorded");
+    let results = exec.execute(claimed).await;
+    drop(_holds);
+    tracing::debug!(?results, "job recorded");
 }
 
 /// Settings of one producer.
@@ -126,14 +134,20 @@ impl Producer {
                         .iter()
                         .map(|c| self.holdings.hold(&c.lease.job_id))
                         .collect();
-                    for ((claimed, slot), hold) in
-                        claimed.into_iter().zip(slots.drain(..)).zip(held)
-                    {
+                    let per_run = self.exec.batch().max(1);
+                    let mut claimed = claimed.into_iter();
+                    let mut held = held.into_iter();
+                    loop {
+                        let batch: Vec<Claimed> = claimed.by_ref().take(per_run).collect();
+                        if batch.is_empty() {
+                            break;
+                        }
+                        let n = batch.len();
                         let run = Run {
-                            claimed,
+                            claimed: batch,
                             exec: self.exec.clone(),
-                            _slot: slot,
-                            _hold: hold,
+                            _slots: slots.drain(..n).collect(),
+                            _holds: held.by_ref().take(n).collect(),
                         };
                         if self.out.send(run).await.is_err() {
                             return; // the worker is gone
