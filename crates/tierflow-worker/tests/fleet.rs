@@ -126,3 +126,126 @@ async fn cancelled_downgrade_job_never_applies() {
     assert_eq!(applied, 0);
     fleet.stop().await;
 }
+
+/// Transition jobs due together run in batches of `TRANSITION_BATCH`, one transaction each (the
+/// job rows of a batch share the `xmin` of its commit), and a job that fails inside a batch does
+/// not take the others with it: its batch is rolled back and each job runs alone — the failing
+/// one ends dead, every other action is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transition_jobs_run_in_batches_and_a_failing_one_runs_alone() {
+    use tierflow_domain::ids::TransitionId;
+    use tierflow_queue::{NewJob, enqueue};
+    use tierflow_store::jobs::{TRANSITION_BATCH, VoiceDisable};
+
+    const TENANTS: usize = 24;
+    let db = db().await;
+    let ctx = system_ctx();
+    // A voice_disable for a tenant that does not exist fails for good; due first, so the first
+    // claim (16 jobs, all in batches of 8) takes it.
+    let ghost = {
+        let job = VoiceDisable {
+            tenant_id: TenantId::parse("ghost").unwrap(),
+            transition_id: TransitionId(uuid::Uuid::now_v7()),
+        };
+        let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let mut conn = db.pool().acquire().await.unwrap();
+        let mut ids = enqueue(&mut conn, vec![NewJob::new(&job, due).unwrap()])
+            .await
+            .unwrap();
+        ids.pop().unwrap().id
+    };
+    for i in 0..TENANTS {
+        let tenant = format!("t{i}");
+        provision(db.pool(), &ctx, &tenant).await;
+        request_downgrade(db.pool(), &ctx, &tenant, Duration::from_secs(3600)).await;
+    }
+    let fleet = start(tierflow_worker::fleet::build(
+        db.pool().clone(),
+        worker_state(&ctx),
+        tierflow_queue::FleetConfig {
+            concurrency: 16,
+            ..fast_config()
+        },
+    ));
+    wait_until(
+        Duration::from_secs(20),
+        "every due job to finish",
+        || async {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.jobs
+              WHERE job_type IN ('voice_disable', 'sla_freeze')
+                AND status IN ('Pending', 'Failed', 'Running')",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    fleet.stop().await;
+
+    assert_eq!(job_state(db.pool(), &ghost).await.0, "Dead");
+    // Every real action done, and audited, exactly once.
+    let done: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT job_type, count(*) FROM apalis.jobs
+          WHERE job_type IN ('voice_disable', 'sla_freeze') AND status = 'Done'
+          GROUP BY job_type ORDER BY job_type",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let n = TENANTS as i64;
+    assert_eq!(
+        done,
+        [
+            ("sla_freeze".to_owned(), n),
+            ("voice_disable".to_owned(), n)
+        ]
+    );
+    let audited: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT action, count(*), count(DISTINCT subject_id) FROM audit_events
+          WHERE action IN ('action.voice_disable', 'action.sla_freeze')
+          GROUP BY action ORDER BY action",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            ("action.sla_freeze".to_owned(), n, n),
+            ("action.voice_disable".to_owned(), n, n)
+        ]
+    );
+    // sla_freeze's jobs committed in batches, none larger than the batch size, some that size.
+    let batches: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'sla_freeze'
+          GROUP BY xmin::text ORDER BY 1 DESC",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        batches.first().copied(),
+        Some(TRANSITION_BATCH as i64),
+        "sla_freeze jobs per commit: {batches:?}"
+    );
+    // The first claim took the ghost and 15 others (lock_at is the claim's time; the ghost's
+    // was cleared when it failed): the ghost's batch was rolled back and its 7 others committed
+    // one by one, the claim's other batch committed once.
+    let (first_claim, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM apalis.jobs
+          WHERE job_type = 'voice_disable'
+            AND lock_at = (SELECT min(lock_at) FROM apalis.jobs WHERE job_type = 'voice_disable')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let batch = TRANSITION_BATCH as i64;
+    assert_eq!(
+        (first_claim, commits),
+        (2 * batch - 1, batch),
+        "jobs and commits of the first claim"
+    );
+}

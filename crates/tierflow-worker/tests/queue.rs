@@ -402,6 +402,52 @@ async fn late_result_of_a_rescued_worker_is_fenced_off() {
     assert_eq!(row(pool, &id).await.0, "Done");
 }
 
+/// A batch's fence marks done, in its transaction, only the jobs whose lease still holds: a job
+/// another worker took over in the meantime (rescued, claimed again) is left to it.
+#[tokio::test]
+async fn a_batch_fence_takes_only_the_jobs_whose_lease_holds() {
+    let db = db().await;
+    let pool = db.pool();
+    let worker: Arc<str> = "batch-worker".into();
+    tierflow_queue::heartbeat::register(pool, &worker, &["test_echo"])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        push(pool, &Echo { ms: 0 }).await;
+    }
+    let claimed = lease::claim(pool, "test_echo", &worker, 3, lease::ClaimCommit::Async)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    // The third job's lease is lost: another worker holds it now, at its next attempt.
+    let taken = &claimed[2].lease.job_id;
+    sqlx::query(
+        "UPDATE apalis.jobs SET lock_by = 'other-worker', attempts = attempts + 1 WHERE id = $1",
+    )
+    .bind(taken)
+    .execute(pool)
+    .await
+    .unwrap();
+    let leases: Vec<&lease::Lease> = claimed.iter().map(|c| &c.lease).collect();
+    let mut tx = pool.begin().await.unwrap();
+    let timeout = Duration::from_secs(5);
+    let (_, mut fenced) = lease::fence_many(&mut tx, &leases, timeout, timeout)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    fenced.sort();
+    let mut held = vec![
+        claimed[0].lease.job_id.clone(),
+        claimed[1].lease.job_id.clone(),
+    ];
+    held.sort();
+    assert_eq!(fenced, held);
+    for id in &held {
+        assert_eq!(row(pool, id).await.0, "Done");
+    }
+    assert_eq!(row(pool, taken).await.0, "Running");
+}
+
 /// While a long transaction pins `xmin`, every job claimed since keeps a dead entry in the
 /// running index (before migration 0018, also in the depth index's `Running` range), which
 /// nothing may remove. The lease writes —

@@ -27,6 +27,7 @@ impl Job for ApplyDowngrade {
     const KIND: &'static str = "apply_downgrade";
     // A missed grace end is a billing error; keep trying longer than for the others.
     const MAX_ATTEMPTS: i32 = 20;
+    const BATCH: usize = super::TRANSITION_BATCH;
 }
 
 /// Runs one `apply_downgrade` job in the job's transaction.

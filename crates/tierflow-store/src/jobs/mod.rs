@@ -122,6 +122,13 @@ fn job_error(e: StoreError) -> JobError {
     }
 }
 
+/// How many jobs of one transition kind (`voice_disable`, `sla_freeze`, `apply_downgrade`) a
+/// worker runs in one transaction when several are due at once ([`tierflow_queue::Job::BATCH`]).
+/// Each is a few short statements on one tenant's rows, so a transaction per job paid as much
+/// for its `BEGIN`, `COMMIT` and round trips as for its work. Two jobs of one batch never touch
+/// the same rows (one pending transition per tenant, one kind per batch).
+pub const TRANSITION_BATCH: usize = 8;
+
 /// The kind name of a transition action's job.
 pub fn action_kind(action: Action) -> &'static str {
     match action {

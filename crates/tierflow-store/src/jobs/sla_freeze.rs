@@ -24,6 +24,7 @@ pub struct SlaFreeze {
 impl Job for SlaFreeze {
     const KIND: &'static str = "sla_freeze";
     const MAX_ATTEMPTS: i32 = 10;
+    const BATCH: usize = super::TRANSITION_BATCH;
 }
 
 /// Runs one `sla_freeze` job in the job's transaction.

@@ -26,6 +26,7 @@ pub struct VoiceDisable {
 impl Job for VoiceDisable {
     const KIND: &'static str = "voice_disable";
     const MAX_ATTEMPTS: i32 = 10;
+    const BATCH: usize = super::TRANSITION_BATCH;
 }
 
 /// Runs one `voice_disable` job in the job's transaction.
