@@ -862,15 +862,16 @@ async fn editing_a_tier_of_100000_tenants_keeps_the_api_responsive() {
         "only {requests} requests ran during the fan-out"
     );
     // A request can find its tenant locked by one batch at most, a transaction of milliseconds
-    // (5 ms on an idle machine). Its own time is the machine's: 35–65 ms here when idle, 515 ms
-    // once beside the suite's fault tests. The bound says what the fan-out must not do — hold
-    // tenants for seconds (the whole fan-out takes over a minute) — without timing the machine.
+    // (5 ms on an idle machine). Its own time is the machine's: 35–65 ms here when idle, 0.5 and
+    // 1.1 s in the full suite (its longest batch 6 ms then). The bounds say what the fan-out must
+    // not do — hold tenants for seconds; the whole fan-out takes over a minute — without timing
+    // the machine.
     assert!(
         longest_batch < std::time::Duration::from_secs(1),
         "a fan-out batch held its tenants for {longest_batch:?}"
     );
     assert!(
-        worst < std::time::Duration::from_secs(1),
+        worst < std::time::Duration::from_secs(5),
         "a request waited {worst:?} during the fan-out"
     );
 }

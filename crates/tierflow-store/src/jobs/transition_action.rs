@@ -7,9 +7,11 @@
 //!
 //! Each function runs in the caller's transaction — the job's own, which also records the job
 //! done, so the effect and the completion commit together — and the caller must roll it back on
-//! an error (the worker's executor does). Lock the tenant and read the guard in one statement,
-//! check the work is still due, apply it, record it, audit it. These are the fleet's hottest
-//! transactions, so each step is one round trip. A job that
+//! an error (the worker's executor does, and runs these kinds in batches of
+//! [`super::TRANSITION_BATCH`]). These are the fleet's hottest transactions, so each step is one
+//! round trip: `apply_downgrade` locks the tenant and reads the guard in one statement, then
+//! applies, records and audits in another; `voice_disable` and `sla_freeze` do all of it in one
+//! (`record_enforcement`: the action row's lock is their guard). A job that
 //! runs again (a retry after a crash between commit and ack, a duplicate delivery) finds the work
 //! done or no longer wanted and returns [`ActionOutcome::NoOp`] saying why; one that runs early
 //! returns [`ActionOutcome::NotYetDue`] so the worker can reschedule it.
