@@ -244,11 +244,9 @@ impl<S: Send + Sync + 'static> Executor<S> {
         {
             return results;
         }
-        let mut results = Vec::with_capacity(batch.len());
-        for claimed in batch {
-            results.push(self.execute(claimed).await);
-        }
-        results
+        // Alone, and side by side as jobs claimed one by one would run: one that waits out a
+        // database outage in its retry loop must not hold back the others.
+        futures::future::join_all(batch.into_iter().map(|claimed| self.execute(claimed))).await
     }
 
     /// [`Executor::execute_batch`]'s one transaction, with the metrics and logs of each job;
