@@ -165,6 +165,18 @@ pub async fn seconds_until_next_due(
     .await?)
 }
 
+/// The settings [`fence`] and [`fence_many`] give the job's transaction (see [`fence`]), as a
+/// select list; `$4` is the lock timeout, `$5` the statement timeout.
+macro_rules! job_tx_settings {
+    () => {
+        "set_config('synchronous_commit', 'off', true),
+         set_config('plan_cache_mode', 'force_generic_plan', true),
+         set_config('lock_timeout', $4, true),
+         set_config('statement_timeout', $5, true),
+         set_config('idle_in_transaction_session_timeout', $4, true)"
+    };
+}
+
 /// Takes the job's row in `tx` if the lease still holds, and marks it `Done` there, before the
 /// handler runs. `None`: the job was rescued and belongs to someone else now; do nothing.
 /// `Some(now)`: the database's time in this transaction — the one clock a job's guards and
@@ -199,17 +211,13 @@ pub async fn fence(
     statement_timeout: Duration,
 ) -> Result<Option<DateTime<Utc>>, QueueError> {
     type Held = (DateTime<Utc>, String, String, String, String, String);
-    let held: Option<Held> = sqlx::query_as(
+    let held: Option<Held> = sqlx::query_as(concat!(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now(), lock_by = NULL,
                 last_result = '{\"Ok\": \"done\"}'
           WHERE id = $1 AND (status = 'Running') IS TRUE AND lock_by = $2 AND attempts = $3
-         RETURNING now(),
-                   set_config('synchronous_commit', 'off', true),
-                   set_config('plan_cache_mode', 'force_generic_plan', true),
-                   set_config('lock_timeout', $4, true),
-                   set_config('statement_timeout', $5, true),
-                   set_config('idle_in_transaction_session_timeout', $4, true)",
-    )
+         RETURNING now(), ",
+        job_tx_settings!()
+    ))
     .bind(&lease.job_id)
     .bind(lease.worker_id.as_ref())
     .bind(lease.attempt)
@@ -230,13 +238,12 @@ pub async fn fence_many(
     lock_timeout: Duration,
     statement_timeout: Duration,
 ) -> Result<(DateTime<Utc>, Vec<String>), QueueError> {
-    let Some(worker_id) = leases.first().map(|l| l.worker_id.clone()) else {
-        return Ok((Utc::now(), Vec::new()));
-    };
+    // All the leases are one worker's; with none, the statement fences nothing.
+    let worker_id: Option<&str> = leases.first().map(|l| l.worker_id.as_ref());
     let ids: Vec<&str> = leases.iter().map(|l| l.job_id.as_str()).collect();
     let attempts: Vec<i32> = leases.iter().map(|l| l.attempt).collect();
     // One row whatever the join finds (none when every lease was lost).
-    let (now, fenced): (DateTime<Utc>, Vec<String>) = sqlx::query_as(
+    let (now, fenced): (DateTime<Utc>, Vec<String>) = sqlx::query_as(concat!(
         "WITH fenced AS (
             UPDATE apalis.jobs j SET status = 'Done', done_at = now(), lock_by = NULL,
                    last_result = '{\"Ok\": \"done\"}'
@@ -244,34 +251,20 @@ pub async fn fence_many(
              WHERE j.id = l.id AND (j.status = 'Running') IS TRUE AND j.lock_by = $3
                AND j.attempts = l.attempts
             RETURNING j.id)
-         SELECT now(), ARRAY(SELECT id FROM fenced),
-                set_config('synchronous_commit', 'off', true),
-                set_config('plan_cache_mode', 'force_generic_plan', true),
-                set_config('lock_timeout', $4, true),
-                set_config('statement_timeout', $5, true),
-                set_config('idle_in_transaction_session_timeout', $4, true)",
-    )
+         SELECT now(), ARRAY(SELECT id FROM fenced) FROM (SELECT ",
+        job_tx_settings!(),
+        ") settings"
+    ))
     .bind(&ids)
     .bind(&attempts)
-    .bind(worker_id.as_ref())
+    .bind(worker_id)
     .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
     .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
     // Planned for each batch, as the completer's batch is (`complete_many`): a plan cached
     // while the table was small would be kept as it grows.
     .persistent(false)
     .fetch_one(&mut *tx)
-    .await
-    .map(
-        |(now, fenced, ..): (
-            DateTime<Utc>,
-            Vec<String>,
-            String,
-            String,
-            String,
-            String,
-            String,
-        )| (now, fenced),
-    )?;
+    .await?;
     Ok((now, fenced))
 }
 
