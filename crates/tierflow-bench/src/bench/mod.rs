@@ -415,30 +415,43 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut by_kind: std::collections::BTreeMap<String, WalRecords> = Default::default();
+        let mut by_kind: std::collections::BTreeMap<(String, String), WalRecords> =
+            Default::default();
         for (from, to) in spans {
-            let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-                "SELECT \"resource_manager/record_type\", count, record_size::int8, fpi_size::int8
-                   FROM pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, true) WHERE count > 0",
+            // Each record under the relation its first block belongs to (a B-tree insert under
+            // its index, a heap update under its table); records without blocks (commits) and
+            // blocks of other databases under "-".
+            let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT coalesce(pg_filenode_relation(
+                            CASE WHEN m[1]::oid = d.dattablespace THEN 0 ELSE m[1]::oid END,
+                            m[3]::oid)::regclass::text, '-'),
+                        w.resource_manager || '/' || w.record_type,
+                        count(*), sum(w.record_length - w.fpi_length)::int8, sum(w.fpi_length)::int8
+                   FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn) w
+                   CROSS JOIN (SELECT dattablespace FROM pg_database
+                                WHERE datname = current_database()) d
+                   LEFT JOIN LATERAL regexp_match(w.block_ref, 'rel (\\d+)/(\\d+)/(\\d+)') m ON true
+                  GROUP BY 1, 2",
             )
             .bind(from)
             .bind(to)
             .fetch_all(&mut *conn)
             .await
             .ok()?;
-            for (kind, count, record, fpi) in rows {
-                let e = by_kind.entry(kind.clone()).or_insert(WalRecords {
-                    kind,
-                    ..Default::default()
-                });
+            for (relation, kind, count, record, fpi) in rows {
+                let e = by_kind
+                    .entry((relation.clone(), kind.clone()))
+                    .or_insert(WalRecords {
+                        relation,
+                        kind,
+                        ..Default::default()
+                    });
                 e.count += count;
                 e.record_bytes += record;
                 e.fpi_bytes += fpi;
             }
         }
-        let mut all: Vec<WalRecords> = by_kind.into_values().collect();
-        all.sort_by_key(|r| std::cmp::Reverse(r.record_bytes + r.fpi_bytes));
-        Some(all)
+        Some(by_kind.into_values().collect())
     }
 
     /// `pgbench -N` (its built-in TPC-B-like script without the updates of the small tables)
@@ -514,6 +527,8 @@ impl RealWorkers {
 /// WAL of one record type (`Heap/UPDATE`, `Btree/INSERT_LEAF`, …) over a span.
 #[derive(Debug, Default)]
 struct WalRecords {
+    /// The table or index the record changed (its first block's), "-" for none.
+    relation: String,
     kind: String,
     count: i64,
     record_bytes: i64,
@@ -940,29 +955,45 @@ async fn run_sections(b: &mut Bench, s: &Sizes, only: &[Section]) -> anyhow::Res
             if let Some(records) = &d.wal_records {
                 let per_job = |bytes: i64| bytes as f64 / d.jobs.max(1) as f64;
                 let fpi: i64 = records.iter().map(|r| r.fpi_bytes).sum();
-                let top: Vec<String> = records
-                    .iter()
-                    .take(8)
-                    .map(|r| {
-                        format!(
-                            "{} {:.0} B ({:.1} records{})",
-                            r.kind,
-                            per_job(r.record_bytes + r.fpi_bytes),
-                            r.count as f64 / d.jobs.max(1) as f64,
-                            if r.fpi_bytes > 0 {
-                                format!(", {:.0} B of page images", per_job(r.fpi_bytes))
-                            } else {
-                                String::new()
-                            }
-                        )
-                    })
-                    .collect();
+                let top = |key: fn(&WalRecords) -> &str| -> String {
+                    let mut by: std::collections::BTreeMap<&str, (i64, i64, i64)> =
+                        Default::default();
+                    for r in records {
+                        let e = by.entry(key(r)).or_default();
+                        e.0 += r.count;
+                        e.1 += r.record_bytes;
+                        e.2 += r.fpi_bytes;
+                    }
+                    let mut by: Vec<_> = by.into_iter().collect();
+                    by.sort_by_key(|(_, (_, rec, fpi))| std::cmp::Reverse(rec + fpi));
+                    let top: Vec<String> = by
+                        .iter()
+                        .take(10)
+                        .map(|(name, (count, rec, fpi))| {
+                            format!(
+                                "{name} {:.0} B ({:.1} records{})",
+                                per_job(rec + fpi),
+                                *count as f64 / d.jobs.max(1) as f64,
+                                if *fpi > 0 {
+                                    format!(", {:.0} B of page images", per_job(*fpi))
+                                } else {
+                                    String::new()
+                                }
+                            )
+                        })
+                        .collect();
+                    top.join("; ")
+                };
                 b.record(
                     "drain",
                     format!("WAL per real job in full-page images, {label}"),
                     per_job(fpi),
                     "B/job",
-                    format!("pg_walinspect, per job, largest first: {}", top.join("; ")),
+                    format!(
+                        "pg_walinspect, per job, largest first, by record type: {}; by relation: {}",
+                        top(|r| &r.kind),
+                        top(|r| &r.relation)
+                    ),
                 );
             } else {
                 b.progress(
