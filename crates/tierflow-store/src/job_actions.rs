@@ -52,8 +52,7 @@ pub async fn cancel(
     let mut tx = conn.begin().await?;
     let before = admin::get(&mut tx, id).await?;
     if let Some(job) = &before
-        && let Some(why) =
-            crate::jobs::cancel_refusal(&mut tx, &job.kind, job.key.as_deref()).await?
+        && let Some(why) = crate::jobs::cancel_refusal(&mut tx, &job.id).await?
     {
         return Ok(Err(JobActionRefusal::OwnedByTransition(why)));
     }

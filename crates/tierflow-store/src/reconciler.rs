@@ -24,7 +24,7 @@ use tierflow_queue::NewJob;
 use tierflow_queue::maintenance::elector::Fence;
 
 use crate::StoreError;
-use crate::jobs::{ApplyDowngrade, transition_key};
+use crate::jobs::ApplyDowngrade;
 
 /// How long past its grace end a pending transition must be before its job is looked at: well
 /// beyond a busy queue's normal lateness, so a job about to run is never re-driven beside it.
@@ -115,14 +115,16 @@ pub async fn run_once(pool: &PgPool, fence: &Fence) -> Result<Reconciled, StoreE
                         transition_id: transition,
                     },
                     chrono::Utc::now(),
-                )?
-                .with_key(transition_key(transition));
-                let Some(new) = tierflow_queue::enqueue(&mut tx, vec![job]).await?.pop() else {
-                    // A row under the transition's key exists that the action does not name:
-                    // leave it to an operator rather than guess.
-                    tracing::warn!(transition_id = %transition, "stranded transition's apply_downgrade key is taken by another job row; not re-enqueued");
-                    continue;
-                };
+                )?;
+                // Unkeyed, as the request's own jobs are: the action row, locked here, names it.
+                let new = tierflow_queue::enqueue(&mut tx, vec![job])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "the re-enqueued apply_downgrade of transition {transition} was not written"
+                        ))
+                    })?;
                 sqlx::query(
                     "UPDATE transition_actions SET job_id = $2
                       WHERE transition_id = $1 AND action = 'apply_downgrade'",

@@ -30,7 +30,7 @@ pub mod voice_disable;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tierflow_domain::ids::{OverrideId, TransitionId};
+use tierflow_domain::ids::OverrideId;
 use tierflow_domain::transition::Action;
 use tierflow_queue::{Job, JobError, JobKey, Outcome};
 
@@ -63,30 +63,31 @@ fn no_op(reason: impl Into<String>) -> ActionOutcome {
     }
 }
 
-/// Why job (`kind`, `key`) must not be cancelled on its own, if it must not: it carries out a
+/// Why job `job_id` must not be cancelled on its own, if it must not: it carries out a
 /// transition that is still pending. Cancelling it alone would leave the tenant in grace past its
 /// end, restrictions on, with nothing to finish it; the transition's own cancel cancels its jobs,
 /// lifts its restrictions and records why. `None`: the job may be cancelled.
+///
+/// The transition is read from the job's payload (every transition kind's payload names it):
+/// transition jobs carry no key, and rows written before they stopped carrying one read the
+/// same way.
 pub async fn cancel_refusal(
     conn: &mut sqlx::PgConnection,
-    kind: &str,
-    key: Option<&str>,
+    job_id: &str,
 ) -> Result<Option<String>, StoreError> {
     let transition_kinds = [VoiceDisable::KIND, SlaFreeze::KIND, ApplyDowngrade::KIND];
-    let Some(id) = key
-        .and_then(|k| k.strip_prefix("transition:"))
-        .filter(|_| transition_kinds.contains(&kind))
-        .and_then(|id| uuid::Uuid::parse_str(id).ok())
-    else {
-        return Ok(None);
-    };
-    let tenant: Option<String> = sqlx::query_scalar(
-        "SELECT tenant_id FROM tier_transitions WHERE id = $1 AND status = 'pending'",
+    let pending: Option<(String, String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT j.job_type, t.tenant_id, t.id
+           FROM apalis.jobs j
+           JOIN tier_transitions t
+             ON t.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'transition_id')::uuid
+          WHERE j.id = $1 AND j.job_type = ANY($2) AND t.status = 'pending'",
     )
-    .bind(id)
+    .bind(job_id)
+    .bind(&transition_kinds[..])
     .fetch_optional(conn)
     .await?;
-    Ok(tenant.map(|tenant| {
+    Ok(pending.map(|(kind, tenant, id)| {
         format!(
             "this {kind} job carries out transition {id} of tenant {tenant}, which is still pending; \
              cancel the transition instead (POST /v1/tenants/{tenant}/transitions/{id}/cancel), \
@@ -136,26 +137,6 @@ pub fn action_kind(action: Action) -> &'static str {
         Action::SlaFreeze => SlaFreeze::KIND,
         Action::ApplyDowngrade => ApplyDowngrade::KIND,
     }
-}
-
-/// The key of a transition's jobs.
-pub fn transition_key(id: TransitionId) -> String {
-    format!("transition:{id}")
-}
-
-/// The keys of every job a pending transition may have.
-pub fn transition_job_keys(id: TransitionId) -> Vec<JobKey> {
-    [
-        Action::VoiceDisable,
-        Action::SlaFreeze,
-        Action::ApplyDowngrade,
-    ]
-    .into_iter()
-    .map(|a| JobKey {
-        kind: action_kind(a),
-        key: transition_key(id),
-    })
-    .collect()
 }
 
 /// The key of an override's expiry job.

@@ -7,12 +7,11 @@ use tierflow_domain::effective::EffectiveEntitlement;
 use tierflow_domain::ids::{Actor, Reason, TenantId, TransitionId};
 use tierflow_domain::restriction::RestrictionSource;
 use tierflow_domain::transition::TransitionStatus;
-use tierflow_queue::{CancelKeys, count_cancelled};
+use tierflow_queue::{JobState, count_cancelled};
 
 use super::write::Write;
 use super::*;
 use crate::audit::audit_columns;
-use crate::jobs;
 use crate::rows::TransitionRecord;
 use crate::{Context, StoreError, events, tenants};
 
@@ -29,15 +28,21 @@ pub(super) async fn cancel_pending(
         Some(by) => format!("cancelled: transition {id} superseded by {by}"),
         None => format!("cancelled: transition {id} cancelled"),
     };
-    let keys = CancelKeys::new(&jobs::transition_job_keys(id), why);
     let details = serde_json::json!({ "cancelled_by": by });
     let audit = w.audit("transition.cancelled", id.to_string(), details);
     // The not-yet-run jobs, the transition, its holds, its scheduled actions and the audit row
-    // (which lists the jobs cancelled) in one statement.
+    // (which lists the jobs cancelled) in one statement. The jobs are found by the ids their
+    // action rows hold (transition jobs carry no key: `write::action_jobs`); every statement
+    // item reads the actions as they were before this one, so the `actions` update does not
+    // hide them.
     let q = sqlx::query(concat!(
-        "WITH dropped AS (",
-        tierflow_queue::cancel_jobs!("$15", "$16", "$17", "$18", "$19"),
-        "),
+        "WITH dropped AS (
+            UPDATE apalis.jobs j
+               SET status = $17, done_at = now(), lock_by = NULL, lock_at = NULL,
+                   last_result = jsonb_build_object('Err', $15::text)
+              FROM transition_actions a
+             WHERE a.transition_id = $1 AND j.id = a.job_id AND j.status = ANY($16::text[])
+            RETURNING j.id, j.job_type),
          cancelled AS (
             UPDATE tier_transitions SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3
              WHERE id = $1 AND status = 'pending'),
@@ -59,7 +64,13 @@ pub(super) async fn cancel_pending(
     .bind(by.map(|b| b.0))
     .bind(w.tenant.tenant_id.as_str())
     .bind(RestrictionSource::PendingDowngrade(id).key());
-    let row = keys.bind(audit.bind_own(q)).fetch_one(&mut *conn).await?;
+    let row = audit
+        .bind_own(q)
+        .bind(&why)
+        .bind(JobState::not_started().to_vec())
+        .bind(JobState::Cancelled.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
     let (cancelled_jobs, kinds): (Vec<String>, Vec<String>) = (row.try_get(0)?, row.try_get(1)?);
     count_cancelled(kinds.iter().map(String::as_str));
     Ok(Superseded {

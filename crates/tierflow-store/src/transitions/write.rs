@@ -11,7 +11,7 @@ use tierflow_queue::{JobRows, NewJob};
 
 use super::*;
 use crate::audit::{AuditEvent, Principal, audit_columns};
-use crate::jobs::{self, ApplyDowngrade, SlaFreeze, VoiceDisable};
+use crate::jobs::{ApplyDowngrade, SlaFreeze, VoiceDisable};
 use crate::rows::TransitionRecord;
 use crate::{StoreError, tenants};
 
@@ -285,13 +285,18 @@ pub(super) fn audit_action(kind: TransitionKind) -> &'static str {
     }
 }
 
-/// One job per planned action, in the actions' order, keyed by the transition.
+/// One job per planned action, in the actions' order.
+///
+/// The jobs carry no key: each action's row names its job (`transition_actions.job_id`), and a
+/// cancel or the reconciler finds the job by that id. A key would cost every transition job an
+/// entry in `tierflow_jobs_key_idx` at each of its three writes (insert, claim, completion: none
+/// is a HOT update) — about 135 bytes of WAL each — and protect nothing: a transition's jobs are
+/// written once, in the request's own statement, under a new transition id.
 pub(super) fn action_jobs(
     tenant_id: &TenantId,
     transition_id: TransitionId,
     actions: &[PlannedAction],
 ) -> Result<Vec<NewJob>, StoreError> {
-    let key = jobs::transition_key(transition_id);
     let mut new_jobs = Vec::with_capacity(actions.len());
     for a in actions {
         let (tenant_id, transition_id) = (tenant_id.clone(), transition_id);
@@ -318,7 +323,7 @@ pub(super) fn action_jobs(
                 a.due_at,
             ),
         }?;
-        new_jobs.push(job.with_key(key.clone()));
+        new_jobs.push(job);
     }
     Ok(new_jobs)
 }
