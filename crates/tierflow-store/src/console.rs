@@ -112,7 +112,9 @@ pub struct DomainOverview {
     pub downgrades_due_next_hour: i64,
     /// Pending downgrades already past their grace end (not yet applied).
     pub downgrades_past_grace: i64,
-    /// Grace ends applied in the last hour (`transition_actions_applied_idx`).
+    /// Grace ends applied in the last hour (`tier_transitions_grace_applied_idx`: a downgrade
+    /// applied at its grace end is the only `effective` transition with a grace end, and its
+    /// `effective_at` is when it ran).
     pub grace_ends_applied_last_hour: i64,
     /// Their lateness (apply time − grace end), in seconds: median and worst.
     pub grace_lateness_p50_secs: Option<f64>,
@@ -131,10 +133,11 @@ pub async fn domain_overview(conn: &mut PgConnection) -> Result<DomainOverview, 
     .await?;
     let (applied, p50, max): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
         "SELECT count(*),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM executed_at - due_at))::float8,
-                max(extract(epoch FROM executed_at - due_at))::float8
-           FROM transition_actions
-          WHERE action = 'apply_downgrade' AND status = 'done' AND executed_at > now() - interval '1 hour'",
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM effective_at - grace_ends_at))::float8,
+                max(extract(epoch FROM effective_at - grace_ends_at))::float8
+           FROM tier_transitions
+          WHERE status = 'effective' AND grace_ends_at IS NOT NULL
+            AND effective_at > now() - interval '1 hour'",
     )
     .fetch_one(&mut *conn)
     .await?;

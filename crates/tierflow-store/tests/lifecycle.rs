@@ -484,3 +484,34 @@ async fn an_entitlement_expires_at_its_time_and_reactivation_ends_it() {
         ]
     );
 }
+
+/// The console's grace lateness counts each downgrade applied in the last hour once, as its
+/// run's time minus its grace end — and nothing else that became effective (the provision).
+#[tokio::test]
+async fn the_overview_reports_applied_grace_ends_and_their_lateness() {
+    let f = Fixture::new().await;
+    // The overview's hour is the database's: bring the fixture's clock to ten minutes ago.
+    f.advance(chrono::Utc::now() - f.now() - Duration::minutes(10));
+    f.provision("acme", "professional").await;
+    let down = f.request(to_tier("acme", "starter", 60)).await.unwrap();
+    let id = down.transition.id;
+    f.advance(Duration::seconds(90));
+    let applied = run(&f, "acme", id, Action::ApplyDowngrade).await;
+    assert!(
+        matches!(applied, ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+
+    let mut conn = f.pool().acquire().await.unwrap();
+    let o = tierflow_store::console::domain_overview(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(o.grace_ends_applied_last_hour, 1, "{o:?}");
+    let late = o.grace_lateness_max_secs.expect("a lateness");
+    assert!(
+        (late - 30.0).abs() < 0.01,
+        "applied 30 s after its grace end: {o:?}"
+    );
+    assert_eq!(o.grace_lateness_p50_secs, o.grace_lateness_max_secs);
+    assert_eq!(o.downgrades_past_grace, 0, "{o:?}");
+}
