@@ -52,23 +52,14 @@ async fn an_operator_signs_in_finds_a_grace_tenant_and_redrives_a_dead_job() {
             .await;
         assert_eq!(s, 201, "{b}");
     }
-    let (_, jobs) = api
-        .service(Method::GET, "/v1/jobs?kind=voice_disable&limit=10", None)
-        .await;
-    let transition: String = sqlx::query_scalar(
-        "SELECT 'transition:' || id FROM tier_transitions WHERE tenant_id = 'dead-co' AND status = 'pending'",
+    // The transition's action row names its job.
+    let dead_job: String = sqlx::query_scalar(
+        "SELECT a.job_id FROM transition_actions a JOIN tier_transitions t ON t.id = a.transition_id
+          WHERE t.tenant_id = 'dead-co' AND t.status = 'pending' AND a.action = 'voice_disable'",
     )
     .fetch_one(api.db.pool())
     .await
     .unwrap();
-    let dead_job = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == transition.as_str())
-        .and_then(|j| j["id"].as_str())
-        .expect("dead-co's voice_disable job")
-        .to_owned();
     wait_until(WAIT, "the voice_disable job to run", || async {
         let s: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
             .bind(&dead_job)

@@ -152,9 +152,26 @@ pub struct JobFilter {
     /// unfinished and dead ones.
     pub status: Option<String>,
     pub kind: Option<String>,
-    /// Only jobs with one of these keys and one of `kinds` (a tenant's jobs, found through the
-    /// `(job_type, idempotency_key)` index).
-    pub keys: Option<(Vec<String>, Vec<String>)>,
+    /// Only these jobs (a tenant's).
+    pub owned: Option<Owned>,
+}
+
+/// A set of jobs named by id or by key: a tenant's jobs, which its domain rows name (a
+/// transition's action rows hold their jobs' ids; an override's expiry is keyed).
+#[derive(Debug, Clone, Default)]
+pub struct Owned {
+    pub ids: Vec<String>,
+    /// Keys, matched together with one of `kinds`.
+    pub keys: Vec<String>,
+    pub kinds: Vec<String>,
+}
+
+/// The condition of [`list`]'s queries that keeps only a [`JobFilter::owned`] set: `$3` its
+/// keys (NULL: every job), `$4` their kinds, `$6` its ids.
+macro_rules! owned_condition {
+    () => {
+        "($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)) OR id = ANY($6))"
+    };
 }
 
 /// A row of a job list.
@@ -182,15 +199,14 @@ macro_rules! unfinished_branch {
                      idempotency_key AS key, last_result ->> 'Err' AS last_error
                 FROM apalis.jobs
                WHERE status IN (", $statuses, ") AND ($1::text IS NULL OR status = $1)
-                 AND ($2::text IS NULL OR job_type = $2)
-                 AND ($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)))
+                 AND ($2::text IS NULL OR job_type = $2) AND ", owned_condition!(), "
                ORDER BY run_at DESC LIMIT $5)"
         )
     };
 }
 
 /// [`list`]'s query when no finished status is asked for (`$1`: one unfinished status or
-/// none; `$2` kind, `$3`/`$4` keys and kinds, `$5` limit). One branch per partial index
+/// none; `$2` kind, `$3`/`$4`/`$6` the owned keys, kinds and ids, `$5` limit). One branch per partial index
 /// (claimable, running, dead), each naming its index's statuses literally so that even a
 /// generic plan reads the index, never the finished rows (a single `status IN (…)` over all
 /// four matched only the depth index, which migration 0018 dropped).
@@ -215,23 +231,26 @@ pub async fn list(
         filter.status.as_deref(),
         Some("Done" | "Cancelled" | "Dead")
     );
-    let (keys, kinds) = filter.keys.clone().unzip();
+    let owned = filter.owned.as_ref();
     let sql = if finished {
-        "SELECT id, job_type AS kind, status, attempts, max_attempts, run_at, done_at, lock_by,
-                idempotency_key AS key, last_result ->> 'Err' AS last_error
-           FROM apalis.jobs
-          WHERE status = $1 AND ($2::text IS NULL OR job_type = $2)
-            AND ($3::text[] IS NULL OR (idempotency_key = ANY($3) AND job_type = ANY($4)))
-          ORDER BY done_at DESC LIMIT $5"
+        concat!(
+            "SELECT id, job_type AS kind, status, attempts, max_attempts, run_at, done_at, lock_by,
+                    idempotency_key AS key, last_result ->> 'Err' AS last_error
+               FROM apalis.jobs
+              WHERE status = $1 AND ($2::text IS NULL OR job_type = $2) AND ",
+            owned_condition!(),
+            " ORDER BY done_at DESC LIMIT $5"
+        )
     } else {
         LIST_UNFINISHED_SQL
     };
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(filter.status.as_deref())
         .bind(filter.kind.as_deref())
-        .bind(keys)
-        .bind(kinds)
+        .bind(owned.map(|o| &o.keys))
+        .bind(owned.map(|o| &o.kinds))
         .bind(limit)
+        .bind(owned.map(|o| &o.ids))
         .fetch_all(conn)
         .await?)
 }

@@ -243,22 +243,31 @@ pub async fn tenant_overrides(
     .await?)
 }
 
-/// The job keys of a tenant's latest transitions and overrides (`transition:<id>`,
-/// `override:<id>`), to find its jobs by `(job_type, idempotency_key)`.
-pub async fn tenant_job_keys(
+/// The jobs of a tenant's latest 200 transitions and overrides: the ids its transitions' action
+/// rows name, and the keys of its overrides' expiry jobs (`override:<id>`) — plus
+/// `transition:<id>` for transition jobs written before they stopped carrying a key.
+pub async fn tenant_jobs(
     conn: &mut PgConnection,
     tenant_id: &str,
-) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "(SELECT 'transition:' || id FROM tier_transitions WHERE tenant_id = $1
-           ORDER BY requested_at DESC LIMIT 200)
-         UNION ALL
-         (SELECT 'override:' || id FROM entitlement_overrides WHERE tenant_id = $1
-           ORDER BY created_at DESC LIMIT 200)",
+) -> Result<tierflow_queue::inspect::Owned, StoreError> {
+    let (ids, keys): (Vec<String>, Vec<String>) = sqlx::query_as(
+        "WITH t AS (SELECT id FROM tier_transitions WHERE tenant_id = $1
+                     ORDER BY requested_at DESC LIMIT 200)
+         SELECT ARRAY(SELECT a.job_id FROM transition_actions a JOIN t ON a.transition_id = t.id
+                       WHERE a.job_id IS NOT NULL),
+                ARRAY(SELECT 'transition:' || id FROM t
+                      UNION ALL
+                      (SELECT 'override:' || id FROM entitlement_overrides WHERE tenant_id = $1
+                        ORDER BY created_at DESC LIMIT 200))",
     )
     .bind(tenant_id)
-    .fetch_all(conn)
-    .await?)
+    .fetch_one(conn)
+    .await?;
+    Ok(tierflow_queue::inspect::Owned {
+        ids,
+        keys,
+        kinds: crate::jobs::KINDS.iter().map(|k| k.to_string()).collect(),
+    })
 }
 
 /// The audit rows about one job (operators' retries and cancels), oldest first

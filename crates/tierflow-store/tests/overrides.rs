@@ -154,3 +154,47 @@ async fn bad_overrides_change_nothing_and_keys_replay() {
         Err(StoreError::IdempotencyConflict { .. })
     ));
 }
+
+/// The console's tenant filter lists a tenant's jobs — its transitions' (named by their action
+/// rows; they carry no key) and its overrides' (keyed) — and no other tenant's.
+#[tokio::test]
+async fn a_tenants_jobs_are_its_transitions_and_its_overrides() {
+    let f = Fixture::new().await;
+    for tenant in ["acme", "other"] {
+        f.provision(tenant, "professional").await;
+        f.request(to_tier(tenant, "starter", 3600)).await.unwrap();
+    }
+    let mut conn = f.pool().acquire().await.unwrap();
+    create_override(&mut conn, &f.ctx, voice(5_000, &f, 2))
+        .await
+        .unwrap();
+
+    let owned = tierflow_store::console::tenant_jobs(&mut conn, "acme")
+        .await
+        .unwrap();
+    let filter = tierflow_queue::inspect::JobFilter {
+        owned: Some(owned),
+        ..Default::default()
+    };
+    let listed = tierflow_queue::inspect::list(&mut conn, &filter, 100)
+        .await
+        .unwrap();
+    let mut kinds: Vec<&str> = listed.iter().map(|r| r.kind.as_str()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "apply_downgrade",
+            "expire_override",
+            "sla_freeze",
+            "voice_disable"
+        ]
+    );
+    let others: Vec<String> =
+        sqlx::query_scalar("SELECT a.job_id FROM transition_actions a WHERE a.tenant_id = 'other'")
+            .fetch_all(f.pool())
+            .await
+            .unwrap();
+    assert_eq!(others.len(), 3);
+    assert!(listed.iter().all(|r| !others.contains(&r.id)), "{listed:?}");
+}

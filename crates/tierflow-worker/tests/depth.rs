@@ -119,6 +119,7 @@ async fn depth_and_the_job_list_ignore_a_million_finished_jobs() {
     .bind(None::<Vec<String>>)
     .bind(None::<Vec<String>>)
     .bind(100i64)
+    .bind(None::<Vec<String>>)
     .fetch_one(pool)
     .await
     .unwrap();

@@ -39,20 +39,14 @@ pub async fn list(
     let kind = get("kind").filter(|k| tierflow_store::jobs::KINDS.contains(k));
     let tenant = get("tenant").and_then(|t| tierflow_domain::ids::TenantId::parse(t).ok());
     let mut conn = state.pool.acquire().await?;
-    let keys = match &tenant {
-        Some(t) => Some((
-            tierflow_store::console::tenant_job_keys(&mut conn, t.as_str()).await?,
-            tierflow_store::jobs::KINDS
-                .iter()
-                .map(|k| k.to_string())
-                .collect(),
-        )),
+    let owned = match &tenant {
+        Some(t) => Some(tierflow_store::console::tenant_jobs(&mut conn, t.as_str()).await?),
         None => None,
     };
     let filter = JobFilter {
         status: status.clone(),
         kind: kind.map(str::to_owned),
-        keys,
+        owned,
     };
     let rows = inspect::list(&mut conn, &filter, LIST_LIMIT).await?;
     drop(conn);
