@@ -154,7 +154,7 @@ impl Sizes {
                 http_requests: 5_000,
                 bulk_jobs: 100_000,
                 drain_jobs: 20_000,
-                real_downgrades: 2_000,
+                real_downgrades: 6_000,
                 pickup_runs: 10,
                 pickup_jobs: 500,
                 schedule_jobs: 500,
