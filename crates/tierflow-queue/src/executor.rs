@@ -17,7 +17,10 @@
 //! ([`lease::fence_many`]), runs their handlers in turn and records them with one commit, saving
 //! per job a `BEGIN`, a fence, a `COMMIT` and a transaction. Any failure in it —
 //! a handler's error, panic or timeout, a database error — rolls the whole batch back, and each
-//! of its jobs then runs alone as above, so one job's failure is recorded against it only.
+//! of its jobs then runs alone as above, so one job's failure is recorded against it only. A kind
+//! registered with a batch handler beside its own ([`Handler::Batched`]) has the batch's jobs
+//! handled by one call of it instead of one call each: `voice_disable` and `sla_freeze` record
+//! a whole batch with one statement.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -87,12 +90,25 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, JobErro
 /// the database's time) and the shared state.
 pub type HandlerFn<J, S> = for<'a> fn(J, JobTx<'a>, &'a S) -> HandlerFuture<'a>;
 
+/// The future a batch handler returns: one outcome per job, in the order it was given them.
+pub type BatchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Outcome>, JobError>> + Send + 'a>>;
+
+/// A transactional handler of several jobs of one kind at once, in one transaction: a plain
+/// function from the decoded payloads, the batch's transaction (with the database's time) and the
+/// shared state. An `Err` fails the whole batch: it is rolled back and each job runs alone.
+pub type BatchFn<J, S> = for<'a> fn(Vec<J>, JobTx<'a>, &'a S) -> BatchFuture<'a>;
+
 /// A standalone handler: a plain function from a decoded payload and the shared state.
 pub type StandaloneFn<J, S> = for<'a> fn(J, &'a S) -> HandlerFuture<'a>;
 
 /// A kind's handler, in one of the two flavours of the module doc.
 pub enum Handler<J, S> {
     Transactional(HandlerFn<J, S>),
+    /// Transactional, with a second handler for a batch ([`Job::BATCH`]) that does in a few
+    /// statements what the first does job by job; the first still runs a job alone (a claim of
+    /// one, or a batch that failed).
+    Batched(HandlerFn<J, S>, BatchFn<J, S>),
     Standalone(StandaloneFn<J, S>),
 }
 
@@ -143,6 +159,13 @@ pub(crate) trait KindRunner<S>: Send + Sync {
         tx: Option<JobTx<'a>>,
         state: &'a S,
     ) -> HandlerFuture<'a>;
+    /// Calls the batch handler, if the kind has one, on `payloads`.
+    fn call_batch<'a>(
+        &'a self,
+        payloads: Vec<&'a [u8]>,
+        tx: JobTx<'a>,
+        state: &'a S,
+    ) -> Option<BatchFuture<'a>>;
 }
 
 pub(crate) struct TypedRunner<J: Job, S> {
@@ -200,11 +223,36 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
             }
         };
         match (&self.handler, tx) {
-            (Handler::Transactional(handler), Some(tx)) => handler(job, tx, state),
+            (Handler::Transactional(handler) | Handler::Batched(handler, _), Some(tx)) => {
+                handler(job, tx, state)
+            }
             (Handler::Standalone(handler), None) => handler(job, state),
             // The executor picks the path from `standalone()`; this cannot be reached.
             _ => Box::pin(async { Err(JobError::Permanent("handler flavour mismatch".into())) }),
         }
+    }
+
+    fn call_batch<'a>(
+        &'a self,
+        payloads: Vec<&'a [u8]>,
+        tx: JobTx<'a>,
+        state: &'a S,
+    ) -> Option<BatchFuture<'a>> {
+        let Handler::Batched(_, handler) = &self.handler else {
+            return None;
+        };
+        let jobs: Result<Vec<J>, String> = payloads
+            .iter()
+            .map(|p| {
+                serde_json::from_slice::<J>(p)
+                    .map_err(|e| format!("undecodable {} payload: {e}", J::KIND))
+            })
+            .collect();
+        Some(match jobs {
+            Ok(jobs) => handler(jobs, tx, state),
+            // The batch fails; alone, the undecodable job is made dead.
+            Err(message) => Box::pin(async move { Err(JobError::Permanent(message)) }),
+        })
     }
 }
 
@@ -293,6 +341,18 @@ impl<S: Send + Sync + 'static> Executor<S> {
                     return None;
                 }
             };
+        if let Some(results) = self
+            .run_batch_handler(&mut tx, batch, spans, now, &fenced)
+            .await
+        {
+            let Some(results) = results else {
+                // A rollback that fails leaves the connection to the pool, which discards it.
+                let _ = tx.rollback().await;
+                return None;
+            };
+            tx.commit().await.ok()?;
+            return Some(results);
+        }
         let mut results = Vec::with_capacity(batch.len());
         for (claimed, span) in batch.iter().zip(spans) {
             let lease = &claimed.lease;
@@ -327,6 +387,70 @@ impl<S: Send + Sync + 'static> Executor<S> {
         }
         tx.commit().await.ok()?;
         Some(results)
+    }
+
+    /// [`Executor::run_together`] with the kind's batch handler: one call for every job whose
+    /// lease held, then each one's outcome recorded in its span. `None` if the kind has no batch
+    /// handler; `Some(None)` at a failure (the caller rolls back).
+    async fn run_batch_handler(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Claimed],
+        spans: &[tracing::Span],
+        now: DateTime<Utc>,
+        fenced: &[String],
+    ) -> Option<Option<Vec<RunResult>>> {
+        let held: Vec<&Claimed> = batch
+            .iter()
+            .filter(|c| fenced.contains(&c.lease.job_id))
+            .collect();
+        let payloads = held.iter().map(|c| c.payload.as_slice()).collect();
+        let call = self
+            .runner
+            .call_batch(payloads, JobTx { conn: tx, now }, &self.state)?;
+        let outcomes = match guarded(self.runner.timeout(), call).await {
+            Ok(outcomes) if outcomes.len() == held.len() => outcomes,
+            Ok(outcomes) => {
+                tracing::warn!(
+                    kind = self.runner.kind(),
+                    jobs = held.len(),
+                    outcomes = outcomes.len(),
+                    "a batch handler returned a wrong number of outcomes: each job runs alone"
+                );
+                return Some(None);
+            }
+            Err(error) => {
+                tracing::info!(%error, kind = self.runner.kind(), batch = batch.len(),
+                    "a batch failed: it is rolled back and each of its jobs runs alone");
+                return Some(None);
+            }
+        };
+        let mut outcomes = outcomes.into_iter();
+        let mut results = Vec::with_capacity(batch.len());
+        for (claimed, span) in batch.iter().zip(spans) {
+            if !fenced.contains(&claimed.lease.job_id) {
+                span.in_scope(|| {
+                    tracing::warn!("lease lost before the job ran: another worker owns it now")
+                });
+                results.push(RunResult::LeaseLost);
+                continue;
+            }
+            let Some(outcome) = outcomes.next() else {
+                return Some(None);
+            };
+            match record_held(tx, &claimed.lease, outcome)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    span.in_scope(|| tracing::info!(%error, batch = batch.len(),
+                        "failed in a batch: the batch is rolled back and each of its jobs runs alone"));
+                    return Some(None);
+                }
+            }
+        }
+        Some(Some(results))
     }
 
     async fn execute_inner(&self, claimed: Claimed) -> RunResult {
@@ -508,7 +632,10 @@ async fn record_held(
 }
 
 /// Awaits a handler's future under `timeout`, turning a panic or a timeout into a retryable error.
-async fn guarded(timeout: Duration, call: HandlerFuture<'_>) -> Result<Outcome, JobError> {
+async fn guarded<T>(
+    timeout: Duration,
+    call: Pin<Box<dyn Future<Output = Result<T, JobError>> + Send + '_>>,
+) -> Result<T, JobError> {
     match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
         Err(_) => Err(JobError::Retry(format!("timed out after {timeout:?}"))),
         Ok(Err(panic)) => Err(JobError::Retry(format!(

@@ -33,7 +33,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, Handler, HandlerFn, KindRunner, StandaloneFn, TypedRunner};
+use crate::executor::{
+    BatchFn, Executor, Handler, HandlerFn, KindRunner, StandaloneFn, TypedRunner,
+};
 use crate::heartbeat::Holdings;
 use crate::maintenance::cleaner::{self, CleanerConfig};
 use crate::maintenance::elector::{self, ElectorConfig};
@@ -230,6 +232,21 @@ impl<S: Send + Sync + 'static> Fleet<S> {
     pub fn register<J: Job>(mut self, handler: HandlerFn<J, S>) -> Self {
         self.runners.push(Arc::new(TypedRunner {
             handler: Handler::Transactional(handler),
+        }));
+        self
+    }
+
+    /// Registers the transactional handler of kind `J` with a batch handler beside it: a claim of
+    /// several jobs of `J` ([`Job::BATCH`]) runs them with one call of `batch` in one
+    /// transaction; `handler` runs a job alone (a claim of one, or each job of a batch that
+    /// failed). The two must have the same effect.
+    pub fn register_batched<J: Job>(
+        mut self,
+        handler: HandlerFn<J, S>,
+        batch: BatchFn<J, S>,
+    ) -> Self {
+        self.runners.push(Arc::new(TypedRunner {
+            handler: Handler::Batched(handler, batch),
         }));
         self
     }

@@ -53,7 +53,7 @@ pub use enqueue::{
     CancelKeys, CancelledJob, EnqueuedJob, JobRows, cancel_by_keys, count_cancelled, enqueue,
 };
 pub use error::QueueError;
-pub use executor::{CONTENDED_RETRY, HandlerFuture, JobError, JobTx, Outcome};
+pub use executor::{BatchFuture, CONTENDED_RETRY, HandlerFuture, JobError, JobTx, Outcome};
 pub use fleet::{Fleet, FleetConfig};
 pub use job::{Job, JobKey, NewJob};
 pub use state::JobState;

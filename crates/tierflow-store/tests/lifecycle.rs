@@ -515,3 +515,86 @@ async fn the_overview_reports_applied_grace_ends_and_their_lateness() {
     assert_eq!(o.grace_lateness_p50_secs, o.grace_lateness_max_secs);
     assert_eq!(o.downgrades_past_grace, 0, "{o:?}");
 }
+
+/// A batch of enforcements (the worker's batch handler) records every scheduled one, with the
+/// same audit row a job alone writes, and says why for the rest: a transition named twice in the
+/// batch, an action already run, a cancelled transition.
+#[tokio::test]
+async fn a_batch_of_enforcements_records_each_once_and_explains_the_rest() {
+    let f = Fixture::new().await;
+    let mut ids = Vec::new();
+    for tenant in ["a", "b", "c", "d"] {
+        f.provision(tenant, "professional").await;
+        ids.push(f.downgrade(tenant, "starter", 3600).await);
+    }
+    let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    // c's voice_disable already ran alone; d's downgrade was cancelled.
+    assert!(matches!(
+        run(&f, "c", c, Action::VoiceDisable).await,
+        ActionOutcome::Applied { .. }
+    ));
+    let mut conn = f.pool().acquire().await.unwrap();
+    transitions::cancel_transition(&mut conn, &f.ctx, &tid("d"), d, &actor(), None)
+        .await
+        .unwrap();
+
+    let jobs = [
+        (tid("a"), a),
+        (tid("b"), b),
+        (tid("a"), a),
+        (tid("c"), c),
+        (tid("d"), d),
+    ];
+    let mut tx = f.pool().begin().await.unwrap();
+    let outcomes = tierflow_store::jobs::run_enforcements(
+        &mut tx,
+        &f.ctx,
+        f.now(),
+        &jobs,
+        Action::VoiceDisable,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(
+        matches!(outcomes[0], ActionOutcome::Applied { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], ActionOutcome::Applied { .. }),
+        "{outcomes:?}"
+    );
+    for (i, why) in [
+        (2, "already done"),
+        (3, "already done"),
+        (4, "already cancelled"),
+    ] {
+        match &outcomes[i] {
+            ActionOutcome::NoOp { reason } => assert!(reason.contains(why), "{i}: {reason}"),
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    // One audit row per recorded enforcement, as the one a job alone writes (c's).
+    let rows: Vec<(String, String, String, serde_json::Value, String, String)> = sqlx::query_as(
+        "SELECT tenant_id, actor, subject_id, details, principal, principal_role FROM audit_events
+          WHERE action = 'action.voice_disable' ORDER BY tenant_id",
+    )
+    .fetch_all(f.pool())
+    .await
+    .unwrap();
+    let expected: Vec<_> = [("a", a), ("b", b), ("c", c)]
+        .into_iter()
+        .map(|(t, id)| {
+            (
+                t.to_owned(),
+                "job:voice_disable".to_owned(),
+                id.to_string(),
+                serde_json::json!({ "transition_id": id }),
+                "job:voice_disable".to_owned(),
+                "worker".to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected);
+}

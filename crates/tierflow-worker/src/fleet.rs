@@ -20,8 +20,14 @@ use crate::{WorkerState, deliver_event};
 pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Fleet<WorkerState> {
     let reconcile_interval = state.reconcile_interval;
     Fleet::new(pool, state, config)
-        .register::<VoiceDisable>(|job, tx, s| voice_disable::handle(job, tx, &s.store))
-        .register::<SlaFreeze>(|job, tx, s| sla_freeze::handle(job, tx, &s.store))
+        .register_batched::<VoiceDisable>(
+            |job, tx, s| voice_disable::handle(job, tx, &s.store),
+            |jobs, tx, s| voice_disable::handle_batch(jobs, tx, &s.store),
+        )
+        .register_batched::<SlaFreeze>(
+            |job, tx, s| sla_freeze::handle(job, tx, &s.store),
+            |jobs, tx, s| sla_freeze::handle_batch(jobs, tx, &s.store),
+        )
         .register::<ApplyDowngrade>(|job, tx, s| apply_downgrade::handle(job, tx, &s.store))
         .register::<ExpireOverride>(|job, tx, s| expire_override::handle(job, tx, &s.store))
         .register::<ExpireEntitlement>(|job, tx, s| expire_entitlement::handle(job, tx, &s.store))

@@ -40,7 +40,7 @@ pub use expire_entitlement::{ExpireEntitlement, expire_entitlement};
 pub use expire_override::{ExpireOverride, expire_override};
 pub use sla_freeze::SlaFreeze;
 pub use tier_fanout::TierFanout;
-pub use transition_action::run_transition_action;
+pub use transition_action::{run_enforcements, run_transition_action};
 pub use voice_disable::VoiceDisable;
 
 use crate::StoreError;

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{TenantId, TransitionId};
 use tierflow_domain::transition::Action;
-use tierflow_queue::{HandlerFuture, Job, JobTx};
+use tierflow_queue::{BatchFuture, HandlerFuture, Job, JobTx};
 
 use crate::Context;
 
@@ -30,4 +30,13 @@ impl Job for SlaFreeze {
 /// Runs one `sla_freeze` job in the job's transaction.
 pub fn handle<'a>(job: SlaFreeze, tx: JobTx<'a>, ctx: &'a Context) -> HandlerFuture<'a> {
     super::transition_action::handle(job.tenant_id, job.transition_id, Action::SlaFreeze, tx, ctx)
+}
+
+/// Runs a batch of `sla_freeze` jobs in one transaction (one statement records them all).
+pub fn handle_batch<'a>(jobs: Vec<SlaFreeze>, tx: JobTx<'a>, ctx: &'a Context) -> BatchFuture<'a> {
+    let jobs = jobs
+        .into_iter()
+        .map(|j| (j.tenant_id, j.transition_id))
+        .collect();
+    super::transition_action::handle_batch(jobs, Action::SlaFreeze, tx, ctx)
 }

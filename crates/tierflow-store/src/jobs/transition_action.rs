@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tierflow_domain::ids::{TenantId, TierId, TransitionId};
 use tierflow_domain::transition::{Action, ApplyDecision, TransitionStatus, plan_apply_downgrade};
-use tierflow_queue::{HandlerFuture, JobTx};
+use tierflow_queue::{BatchFuture, HandlerFuture, JobTx};
 
 use super::{ActionOutcome, job_error, no_op, outcome};
 use uuid::Uuid;
@@ -50,14 +50,68 @@ pub async fn run_transition_action(
     transition_id: TransitionId,
     action: Action,
 ) -> Result<ActionOutcome, StoreError> {
-    if action != Action::ApplyDowngrade
-        && let Some(done) =
-            record_enforcement(tx, ctx, now, tenant_id, transition_id, action).await?
-    {
-        return Ok(done);
+    if action == Action::ApplyDowngrade {
+        return run_guarded(tx, ctx, now, tenant_id, transition_id, action).await;
     }
-    // An `apply_downgrade`, or an enforcement with nothing scheduled (already run, cancelled,
-    // unknown): lock, read the guard, and decide — or say why there is nothing to do.
+    let mut outcomes =
+        run_enforcements(tx, ctx, now, &[(tenant_id.clone(), transition_id)], action).await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("an enforcement run returned no outcome".into()))
+}
+
+/// Runs `voice_disable` or `sla_freeze` (`action`) for several transitions at once, in the
+/// caller's transaction, at `now`; one outcome per `(tenant, transition)`, in their order. The
+/// scheduled ones are recorded by one statement for all ([`record_enforcements`]); the others
+/// (already run, cancelled, unknown, or a transition named twice) go through the general path
+/// one by one, which says why there is nothing to do.
+pub async fn run_enforcements(
+    tx: &mut PgConnection,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    jobs: &[(TenantId, TransitionId)],
+    action: Action,
+) -> Result<Vec<ActionOutcome>, StoreError> {
+    if action == Action::ApplyDowngrade {
+        return Err(StoreError::Corrupt(
+            "apply_downgrade is not an enforcement".into(),
+        ));
+    }
+    // A transition named twice is recorded once; its later jobs take the general path.
+    let mut first = Vec::with_capacity(jobs.len());
+    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+    for (i, (_, transition_id)) in jobs.iter().enumerate() {
+        if seen.insert(*transition_id) {
+            first.push(i);
+        }
+    }
+    let distinct: Vec<(TenantId, TransitionId)> = first.iter().map(|&i| jobs[i].clone()).collect();
+    let recorded = record_enforcements(tx, ctx, now, &distinct, action).await?;
+    let mut outcomes: Vec<Option<ActionOutcome>> = vec![None; jobs.len()];
+    for (&i, outcome) in first.iter().zip(recorded) {
+        outcomes[i] = outcome;
+    }
+    let mut all = Vec::with_capacity(jobs.len());
+    for ((tenant_id, transition_id), outcome) in jobs.iter().zip(outcomes) {
+        all.push(match outcome {
+            Some(outcome) => outcome,
+            None => run_guarded(tx, ctx, now, tenant_id, *transition_id, action).await?,
+        });
+    }
+    Ok(all)
+}
+
+/// The general path of all three kinds: lock the tenant, the transition and the action, read
+/// the guard, and decide — or say why there is nothing to do. An `apply_downgrade` always takes
+/// it; an enforcement only when its action is not `scheduled` (already run, cancelled, unknown).
+async fn run_guarded(
+    tx: &mut PgConnection,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    tenant_id: &TenantId,
+    transition_id: TransitionId,
+    action: Action,
+) -> Result<ActionOutcome, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Due {
         tier_id: String,
@@ -228,103 +282,123 @@ pub async fn run_transition_action(
     })
 }
 
-/// The common run of `voice_disable` and `sla_freeze`, in one statement: record the action
-/// `done` (or `moot` if its transition is no longer pending), audit it, and read the tenant's
-/// version and the endpoints to tell. `None` if the action is not `scheduled` (or does not
-/// exist): the caller's general path then says why.
+/// The common run of `voice_disable` and `sla_freeze` for several transitions (each named
+/// once), in one statement: record each action `done` (or `moot` if its transition is no longer
+/// pending), audit it, and read the tenant's version and the endpoints to tell. One entry per
+/// transition, in their order: `None` where the action is not `scheduled` (or does not exist),
+/// for the caller's general path to say why.
 ///
 /// Only the action's row is locked — by the update. That is enough, because no action row stays
 /// `scheduled` once its transition is effective or cancelled: a cancel or an applied downgrade
 /// rewrites it in the same transaction, so an update that waited for one of them re-reads the
 /// row, finds it no longer `scheduled`, and does nothing. The tenant is not locked: this changes
 /// nothing of it, and its version read here only labels the event (receivers keep the newest).
-/// One statement instead of three, and no row-lock records in the WAL for the tenant and the
-/// transition: the fleet's commonest real jobs are its cheapest.
-async fn record_enforcement(
+/// One statement for a whole batch of jobs ([`super::TRANSITION_BATCH`]), and no row-lock
+/// records in the WAL for the tenant and the transition: the fleet's commonest real jobs are its
+/// cheapest.
+async fn record_enforcements(
     tx: &mut PgConnection,
     ctx: &Context,
     now: DateTime<Utc>,
-    tenant_id: &TenantId,
-    transition_id: TransitionId,
+    jobs: &[(TenantId, TransitionId)],
     action: Action,
-) -> Result<Option<ActionOutcome>, StoreError> {
+) -> Result<Vec<Option<ActionOutcome>>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Recorded {
-        status: String,
-        transition_status: String,
+        status: Option<String>,
+        transition_status: Option<String>,
         version: Option<i64>,
         endpoint_ids: Option<Vec<Uuid>>,
         endpoint_urls: Option<Vec<String>>,
     }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let principal = Principal::job(action.as_str());
-    let audit = AuditEvent {
-        tenant_id: tenant_id.as_str(),
-        occurred_at: now,
-        actor: &principal.name,
-        action: audit_action(action),
-        subject_type: "transition",
-        subject_id: transition_id.to_string(),
-        reason: None,
-        idempotency_key: None,
-        details: serde_json::json!({ "transition_id": transition_id }),
-        principal: &principal,
-    };
-    let q = sqlx::query(concat!(
-        "WITH recorded AS (
+    let audit_action = audit_action(action);
+    let transition_ids: Vec<Uuid> = jobs.iter().map(|(_, t)| t.0).collect();
+    let tenant_ids: Vec<&str> = jobs.iter().map(|(t, _)| t.as_str()).collect();
+    // The audit row is the one `AuditEvent` would write: the job's principal as its actor, the
+    // transition as its subject and in its details.
+    let rows: Vec<Recorded> = sqlx::query_as(concat!(
+        "WITH j AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS j(transition_id, tenant_id, n)),
+         recorded AS (
             UPDATE transition_actions a
                SET status = CASE WHEN t.status = 'pending' THEN 'done' ELSE 'moot' END,
                    executed_at = $3
-              FROM tier_transitions t
-             WHERE a.transition_id = $1 AND a.action = $2 AND a.status = 'scheduled'
-               AND t.id = a.transition_id AND t.tenant_id = $4
-            RETURNING a.status, t.status AS transition_status),
+              FROM j, tier_transitions t
+             WHERE a.transition_id = j.transition_id AND a.action = $4 AND a.status = 'scheduled'
+               AND t.id = a.transition_id AND t.tenant_id = j.tenant_id
+            RETURNING a.transition_id, a.status, t.status AS transition_status),
          audited AS (
             INSERT INTO audit_events (",
         audit_columns!(),
-        ") SELECT $4, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13
-               FROM recorded WHERE recorded.status = 'done')
+        ") SELECT j.tenant_id, $3, $5, $6, 'transition', j.transition_id::text, NULL, NULL,
+                  jsonb_build_object('transition_id', j.transition_id), $5, $7
+               FROM recorded r JOIN j ON j.transition_id = r.transition_id
+              WHERE r.status = 'done' ORDER BY j.n)
          SELECT r.status, r.transition_status, te.version,
                 w.ids AS endpoint_ids, w.urls AS endpoint_urls
-           FROM recorded r
-           LEFT JOIN tenant_entitlements te ON te.tenant_id = $4
-           LEFT JOIN LATERAL ",
+           FROM j
+           LEFT JOIN recorded r ON r.transition_id = j.transition_id
+           LEFT JOIN tenant_entitlements te ON te.tenant_id = j.tenant_id
+          CROSS JOIN ",
         subscribed_endpoints!(),
-        " w ON true"
+        " w
+          ORDER BY j.n"
     ))
-    .bind(transition_id.0)
-    .bind(action.as_str())
+    .bind(&transition_ids)
+    .bind(&tenant_ids)
     .bind(now)
-    .bind(tenant_id.as_str());
-    let Some(row) = audit.bind_own(q).fetch_optional(&mut *tx).await? else {
-        return Ok(None);
-    };
-    let r = <Recorded as sqlx::FromRow<_>>::from_row(&row)?;
-    if r.status != "done" {
-        // Defensive: a transition no longer pending left its action scheduled (rows written
-        // before migration 0012). The row now says `moot`.
-        return Ok(Some(no_op(format!(
-            "transition {transition_id} is {}",
-            r.transition_status
-        ))));
-    }
-    let version = r.version.ok_or_else(|| {
-        StoreError::Corrupt(format!("transition {transition_id} has no tenant row"))
-    })?;
-    events::announce_change_to(
-        tx,
-        ctx,
-        zip_endpoints(r.endpoint_ids, r.endpoint_urls),
-        tenant_id,
-        version,
-        audit.action,
-        "transition",
-        &audit.subject_id,
-        now,
-    )
+    .bind(action.as_str())
+    .bind(principal.name.as_str())
+    .bind(audit_action)
+    .bind(principal.role.as_str())
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(Some(ActionOutcome::Applied {
-        tenant_version: version,
-    }))
+    if rows.len() != jobs.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{action} of {} transitions read back {} rows",
+            jobs.len(),
+            rows.len()
+        )));
+    }
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for ((tenant_id, transition_id), r) in jobs.iter().zip(rows) {
+        let Some(status) = r.status else {
+            outcomes.push(None);
+            continue;
+        };
+        if status != "done" {
+            // Defensive: a transition no longer pending left its action scheduled (rows written
+            // before migration 0012). The row now says `moot`.
+            outcomes.push(Some(no_op(format!(
+                "transition {transition_id} is {}",
+                r.transition_status.unwrap_or_default()
+            ))));
+            continue;
+        }
+        let version = r.version.ok_or_else(|| {
+            StoreError::Corrupt(format!("transition {transition_id} has no tenant row"))
+        })?;
+        events::announce_change_to(
+            tx,
+            ctx,
+            zip_endpoints(r.endpoint_ids, r.endpoint_urls),
+            tenant_id,
+            version,
+            audit_action,
+            "transition",
+            &transition_id.to_string(),
+            now,
+        )
+        .await?;
+        outcomes.push(Some(ActionOutcome::Applied {
+            tenant_version: version,
+        }));
+    }
+    Ok(outcomes)
 }
 
 /// The audit action (and event cause) of a run of `action`.
@@ -350,6 +424,23 @@ pub(super) fn handle<'a>(
         run_transition_action(tx.conn, ctx, tx.now, &tenant_id, transition_id, action)
             .await
             .map(outcome)
+            .map_err(job_error)
+    })
+}
+
+/// The batch handler of `voice_disable` and `sla_freeze`: runs `action` for each job's
+/// transition in the batch's transaction, at the database's time ([`run_enforcements`]: one
+/// statement records all that are scheduled).
+pub(super) fn handle_batch<'a>(
+    jobs: Vec<(TenantId, TransitionId)>,
+    action: Action,
+    tx: JobTx<'a>,
+    ctx: &'a Context,
+) -> BatchFuture<'a> {
+    Box::pin(async move {
+        run_enforcements(tx.conn, ctx, tx.now, &jobs, action)
+            .await
+            .map(|outcomes| outcomes.into_iter().map(outcome).collect())
             .map_err(job_error)
     })
 }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{TenantId, TransitionId};
 use tierflow_domain::transition::Action;
-use tierflow_queue::{HandlerFuture, Job, JobTx};
+use tierflow_queue::{BatchFuture, HandlerFuture, Job, JobTx};
 
 use crate::Context;
 
@@ -38,4 +38,17 @@ pub fn handle<'a>(job: VoiceDisable, tx: JobTx<'a>, ctx: &'a Context) -> Handler
         tx,
         ctx,
     )
+}
+
+/// Runs a batch of `voice_disable` jobs in one transaction (one statement records them all).
+pub fn handle_batch<'a>(
+    jobs: Vec<VoiceDisable>,
+    tx: JobTx<'a>,
+    ctx: &'a Context,
+) -> BatchFuture<'a> {
+    let jobs = jobs
+        .into_iter()
+        .map(|j| (j.tenant_id, j.transition_id))
+        .collect();
+    super::transition_action::handle_batch(jobs, Action::VoiceDisable, tx, ctx)
 }
