@@ -19,8 +19,8 @@
 //! a handler's error, panic or timeout, a database error — rolls the whole batch back, and each
 //! of its jobs then runs alone as above, so one job's failure is recorded against it only. A kind
 //! registered with a batch handler beside its own ([`Handler::Batched`]) has the batch's jobs
-//! handled by one call of it instead of one call each: `voice_disable` and `sla_freeze` record
-//! a whole batch with one statement.
+//! handled by one call of it instead of one call each (a kind that can do in one statement for
+//! the whole batch what its handler does for one job).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -95,14 +95,17 @@ pub type BatchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Outcome>, JobError>> + Send + 'a>>;
 
 /// A transactional handler of several jobs of one kind at once, in one transaction: a plain
-/// function from the decoded payloads, the batch's transaction (with the database's time) and the
-/// shared state. An `Err` fails the whole batch: it is rolled back and each job runs alone.
-pub type BatchFn<J, S> = for<'a> fn(Vec<J>, JobTx<'a>, &'a S) -> BatchFuture<'a>;
+/// function from the decoded payloads, each with its job's span (to record fields such as
+/// `tenant_id` on, as a handler alone records them on the span it runs in), the batch's
+/// transaction (with the database's time) and the shared state. An `Err` fails the whole batch:
+/// it is rolled back and each job runs alone.
+pub type BatchFn<J, S> = for<'a> fn(Vec<(J, tracing::Span)>, JobTx<'a>, &'a S) -> BatchFuture<'a>;
 
 /// A standalone handler: a plain function from a decoded payload and the shared state.
 pub type StandaloneFn<J, S> = for<'a> fn(J, &'a S) -> HandlerFuture<'a>;
 
-/// A kind's handler, in one of the two flavours of the module doc.
+/// A kind's handler: one of the two flavours of the module doc, the transactional one with or
+/// without a batch handler.
 pub enum Handler<J, S> {
     Transactional(HandlerFn<J, S>),
     /// Transactional, with a second handler for a batch ([`Job::BATCH`]) that does in a few
@@ -159,10 +162,10 @@ pub(crate) trait KindRunner<S>: Send + Sync {
         tx: Option<JobTx<'a>>,
         state: &'a S,
     ) -> HandlerFuture<'a>;
-    /// Calls the batch handler, if the kind has one, on `payloads`.
+    /// Calls the batch handler, if the kind has one, on `payloads` (each with its job's span).
     fn call_batch<'a>(
         &'a self,
-        payloads: Vec<&'a [u8]>,
+        payloads: Vec<(&'a [u8], tracing::Span)>,
         tx: JobTx<'a>,
         state: &'a S,
     ) -> Option<BatchFuture<'a>>;
@@ -234,17 +237,18 @@ impl<J: Job, S: Send + Sync + 'static> KindRunner<S> for TypedRunner<J, S> {
 
     fn call_batch<'a>(
         &'a self,
-        payloads: Vec<&'a [u8]>,
+        payloads: Vec<(&'a [u8], tracing::Span)>,
         tx: JobTx<'a>,
         state: &'a S,
     ) -> Option<BatchFuture<'a>> {
         let Handler::Batched(_, handler) = &self.handler else {
             return None;
         };
-        let jobs: Result<Vec<J>, String> = payloads
-            .iter()
-            .map(|p| {
+        let jobs: Result<Vec<(J, tracing::Span)>, String> = payloads
+            .into_iter()
+            .map(|(p, span)| {
                 serde_json::from_slice::<J>(p)
+                    .map(|job| (job, span))
                     .map_err(|e| format!("undecodable {} payload: {e}", J::KIND))
             })
             .collect();
@@ -400,15 +404,28 @@ impl<S: Send + Sync + 'static> Executor<S> {
         now: DateTime<Utc>,
         fenced: &[String],
     ) -> Option<Option<Vec<RunResult>>> {
-        let held: Vec<&Claimed> = batch
+        let held: Vec<(&Claimed, &tracing::Span)> = batch
             .iter()
-            .filter(|c| fenced.contains(&c.lease.job_id))
+            .zip(spans)
+            .filter(|(c, _)| fenced.contains(&c.lease.job_id))
             .collect();
-        let payloads = held.iter().map(|c| c.payload.as_slice()).collect();
+        let payloads = held
+            .iter()
+            .map(|(c, span)| (c.payload.as_slice(), (*span).clone()))
+            .collect();
         let call = self
             .runner
             .call_batch(payloads, JobTx { conn: tx, now }, &self.state)?;
-        let outcomes = match guarded(self.runner.timeout(), call).await {
+        // The handler's own log lines name the batch; each job's span gets its fields from it.
+        let batch_span = tracing::info_span!(
+            "job_batch",
+            job.kind = self.runner.kind(),
+            jobs = held.len()
+        );
+        let outcomes = match guarded(self.runner.timeout(), call)
+            .instrument(batch_span)
+            .await
+        {
             Ok(outcomes) if outcomes.len() == held.len() => outcomes,
             Ok(outcomes) => {
                 tracing::warn!(

@@ -127,10 +127,41 @@ async fn cancelled_downgrade_job_never_applies() {
     fleet.stop().await;
 }
 
+/// Log lines written while a test runs, as JSON (the production format): the process's global
+/// subscriber, so it sees the fleet's tasks on every runtime thread. nextest runs each test in a
+/// process of its own; under `cargo test` the first caller installs it and the others share it.
+fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    #[derive(Clone)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Sink(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("tierflow_queue=info")
+            .with_writer(move || sink.clone())
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
 /// Transition jobs due together run in batches of `TRANSITION_BATCH`, one transaction each (the
 /// job rows of a batch share the `xmin` of its commit), and a job that fails inside a batch does
 /// not take the others with it: its batch is rolled back and each job runs alone — the failing
-/// one ends dead, every other action is recorded once.
+/// one ends dead, every other action is recorded once. A job run in a batch logs its tenant, as
+/// one run alone does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transition_jobs_run_in_batches_and_a_failing_one_runs_alone() {
     use tierflow_domain::ids::TransitionId;
@@ -138,6 +169,7 @@ async fn transition_jobs_run_in_batches_and_a_failing_one_runs_alone() {
     use tierflow_store::jobs::{TRANSITION_BATCH, VoiceDisable};
 
     const TENANTS: usize = 24;
+    let logs = capture_logs();
     let db = db().await;
     let ctx = system_ctx();
     // A voice_disable for a tenant that does not exist fails for good; due first, so the first
@@ -247,5 +279,33 @@ async fn transition_jobs_run_in_batches_and_a_failing_one_runs_alone() {
         (first_claim, commits),
         (2 * batch - 1, batch),
         "jobs and commits of the first claim"
+    );
+    // Each job's "job finished" line names its tenant, in a batch (its batch handler records
+    // it) as alone; a full batch among them.
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let finished: std::collections::HashMap<String, serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "job finished")
+        .filter_map(|v| Some((v["span"]["job.id"].as_str()?.to_owned(), v)))
+        .collect();
+    let done: Vec<(String, String)> = sqlx::query_as(
+        "SELECT j.id, a.tenant_id FROM apalis.jobs j JOIN transition_actions a ON a.job_id = j.id
+          WHERE j.job_type IN ('voice_disable', 'sla_freeze') AND j.status = 'Done'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(done.len(), 2 * TENANTS);
+    for (job, tenant) in &done {
+        let line = finished
+            .get(job)
+            .unwrap_or_else(|| panic!("no \"job finished\" line for job {job}"));
+        assert_eq!(line["span"]["tenant_id"], tenant.as_str(), "{line}");
+    }
+    let finished: Vec<&serde_json::Value> = done.iter().map(|(job, _)| &finished[job]).collect();
+    assert!(
+        finished.iter().any(|v| v["fields"]["batch"] == batch),
+        "a full batch among the log lines"
     );
 }

@@ -428,9 +428,10 @@ impl Bench {
                         w.resource_manager || '/' || w.record_type,
                         count(*), sum(w.record_length - w.fpi_length)::int8, sum(w.fpi_length)::int8
                    FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn) w
-                   CROSS JOIN (SELECT dattablespace FROM pg_database
+                   CROSS JOIN (SELECT oid, dattablespace FROM pg_database
                                 WHERE datname = current_database()) d
-                   LEFT JOIN LATERAL regexp_match(w.block_ref, 'rel (\\d+)/(\\d+)/(\\d+)') m ON true
+                   LEFT JOIN LATERAL regexp_match(w.block_ref, 'rel (\\d+)/(\\d+)/(\\d+)') m
+                     ON m[2]::oid IN (d.oid, 0)
                   GROUP BY 1, 2",
             )
             .bind(from)

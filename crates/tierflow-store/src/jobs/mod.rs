@@ -16,8 +16,10 @@
 //! Every handler reads "now" from the job's transaction ([`tierflow_queue::JobTx::now`], the
 //! database's clock), never from the host.
 //!
-//! Each job also has a key, unique within its kind, by which superseded work is cancelled:
-//! `transition:<id>` for the three transition actions, `override:<id>` for an expiry.
+//! A job whose domain row does not name it has a key, unique within its kind, by which
+//! superseded work is cancelled (`override:<id>` for an override's expiry). The three transition
+//! actions carry none: each action row names its job (`transition_actions.job_id`), and their
+//! cancel finds them by that id (docs/queue.md).
 
 pub mod apply_downgrade;
 pub mod deliver_event;
@@ -80,8 +82,9 @@ pub async fn cancel_refusal(
         "SELECT j.job_type, t.tenant_id, t.id
            FROM apalis.jobs j
            JOIN tier_transitions t
-             ON t.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'transition_id')::uuid
-          WHERE j.id = $1 AND j.job_type = ANY($2) AND t.status = 'pending'",
+             ON t.id = CASE WHEN j.job_type = ANY($2)
+                            THEN (convert_from(j.job, 'UTF8')::jsonb ->> 'transition_id')::uuid END
+          WHERE j.id = $1 AND t.status = 'pending'",
     )
     .bind(job_id)
     .bind(&transition_kinds[..])

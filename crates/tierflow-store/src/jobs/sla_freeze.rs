@@ -33,10 +33,14 @@ pub fn handle<'a>(job: SlaFreeze, tx: JobTx<'a>, ctx: &'a Context) -> HandlerFut
 }
 
 /// Runs a batch of `sla_freeze` jobs in one transaction (one statement records them all).
-pub fn handle_batch<'a>(jobs: Vec<SlaFreeze>, tx: JobTx<'a>, ctx: &'a Context) -> BatchFuture<'a> {
+pub fn handle_batch<'a>(
+    jobs: Vec<(SlaFreeze, tracing::Span)>,
+    tx: JobTx<'a>,
+    ctx: &'a Context,
+) -> BatchFuture<'a> {
     let jobs = jobs
         .into_iter()
-        .map(|j| (j.tenant_id, j.transition_id))
+        .map(|(j, span)| (j.tenant_id, j.transition_id, span))
         .collect();
     super::transition_action::handle_batch(jobs, Action::SlaFreeze, tx, ctx)
 }

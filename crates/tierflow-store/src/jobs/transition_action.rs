@@ -11,7 +11,8 @@
 //! [`super::TRANSITION_BATCH`]). These are the fleet's hottest transactions, so each step is one
 //! round trip: `apply_downgrade` locks the tenant and reads the guard in one statement, then
 //! applies, records and audits in another; `voice_disable` and `sla_freeze` do all of it in one
-//! (`record_enforcement`: the action row's lock is their guard). A job that
+//! (`record_enforcements`: the action row's lock is their guard), and one for a whole batch of
+//! them ([`run_enforcements`], the worker's batch handler). A job that
 //! runs again (a retry after a crash between commit and ack, a duplicate delivery) finds the work
 //! done or no longer wanted and returns [`ActionOutcome::NoOp`] saying why; one that runs early
 //! returns [`ActionOutcome::NotYetDue`] so the worker can reschedule it.
@@ -295,7 +296,8 @@ async fn run_guarded(
 /// nothing of it, and its version read here only labels the event (receivers keep the newest).
 /// One statement for a whole batch of jobs ([`super::TRANSITION_BATCH`]), and no row-lock
 /// records in the WAL for the tenant and the transition: the fleet's commonest real jobs are its
-/// cheapest.
+/// cheapest. (With webhook endpoints configured, each recorded job then also reads its
+/// entitlement and enqueues its deliveries: two statements more per job.)
 async fn record_enforcements(
     tx: &mut PgConnection,
     ctx: &Context,
@@ -432,11 +434,19 @@ pub(super) fn handle<'a>(
 /// transition in the batch's transaction, at the database's time ([`run_enforcements`]: one
 /// statement records all that are scheduled).
 pub(super) fn handle_batch<'a>(
-    jobs: Vec<(TenantId, TransitionId)>,
+    jobs: Vec<(TenantId, TransitionId, tracing::Span)>,
     action: Action,
     tx: JobTx<'a>,
     ctx: &'a Context,
 ) -> BatchFuture<'a> {
+    // Each job's log lines name its tenant, as a job run alone records it on its span.
+    let jobs: Vec<(TenantId, TransitionId)> = jobs
+        .into_iter()
+        .map(|(tenant_id, transition_id, span)| {
+            span.record("tenant_id", tenant_id.as_str());
+            (tenant_id, transition_id)
+        })
+        .collect();
     Box::pin(async move {
         run_enforcements(tx.conn, ctx, tx.now, &jobs, action)
             .await

@@ -42,13 +42,13 @@ pub fn handle<'a>(job: VoiceDisable, tx: JobTx<'a>, ctx: &'a Context) -> Handler
 
 /// Runs a batch of `voice_disable` jobs in one transaction (one statement records them all).
 pub fn handle_batch<'a>(
-    jobs: Vec<VoiceDisable>,
+    jobs: Vec<(VoiceDisable, tracing::Span)>,
     tx: JobTx<'a>,
     ctx: &'a Context,
 ) -> BatchFuture<'a> {
     let jobs = jobs
         .into_iter()
-        .map(|j| (j.tenant_id, j.transition_id))
+        .map(|(j, span)| (j.tenant_id, j.transition_id, span))
         .collect();
     super::transition_action::handle_batch(jobs, Action::VoiceDisable, tx, ctx)
 }
