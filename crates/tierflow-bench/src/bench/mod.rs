@@ -605,7 +605,14 @@ impl BenchArgs {
 /// Runs the benchmark. `admin` is a connection pool to the server, used to create the benchmark's
 /// database and drop it at the end; `base_url` is a URL of that server (its database part is
 /// replaced by the benchmark's), handed to the `bench-worker` and `api` processes it starts.
-pub async fn run(args: BenchArgs, admin: &PgPool, base_url: &str) -> anyhow::Result<()> {
+/// When `stop` (SIGTERM, Ctrl-C) completes first, the run is abandoned — the processes it
+/// started are stopped — and its database is still dropped.
+pub async fn run(
+    args: BenchArgs,
+    admin: &PgPool,
+    base_url: &str,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let sizes = Sizes::new(args.quick);
     let name = format!("tierflow_bench_{:08x}", rand_u32());
@@ -613,7 +620,7 @@ pub async fn run(args: BenchArgs, admin: &PgPool, base_url: &str) -> anyhow::Res
         .execute(admin)
         .await?;
     let url = with_database(base_url, &name);
-    let result = async {
+    let sections = async {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(30)
             .connect(&url)
@@ -635,8 +642,13 @@ pub async fn run(args: BenchArgs, admin: &PgPool, base_url: &str) -> anyhow::Res
         run_sections(&mut b, &sizes, &args.only).await?;
         b.pool.close().await;
         Ok::<_, anyhow::Error>((machine, b.figures))
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = sections => r,
+        () = stop => Err(anyhow::anyhow!(
+            "interrupted: the run was abandoned and its database {name} dropped"
+        )),
+    };
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
@@ -1372,7 +1384,7 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
     let (mut lat, tally) =
         post_transitions(&http, &base, &token, clients, s.http_requests, warm).await?;
     let rate = tally.accepted as f64 / t0.elapsed().as_secs_f64();
-    procs::terminate(&mut server);
+    server.stop();
     // Every accepted request is a transition row: the database agrees with the count.
     let written: i64 = sqlx::query_scalar("SELECT count(*) FROM tier_transitions")
         .fetch_one(&b.pool)
@@ -1416,27 +1428,28 @@ async fn http_section(b: &mut Bench, s: &Sizes) -> anyhow::Result<()> {
 /// Starts a `tierflow api` process on `url`'s database with a fresh service token, and waits
 /// until it answers: the process, its base URL and the token. The API runs as its own process,
 /// as deployed, so the load generator's work is not scheduled on the server's runtime.
-async fn spawn_api(url: &str) -> anyhow::Result<(std::process::Child, String, String)> {
+async fn spawn_api(url: &str) -> anyhow::Result<(procs::Process, String, String)> {
     let token = format!("bench-{:08x}{:08x}", rand_u32(), rand_u32());
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut server = Command::new(std::env::current_exe()?)
-        .arg("api")
-        .env("DATABASE_URL", url)
-        .env("TIERFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
-        .env("TIERFLOW_SERVICE_TOKENS", format!("bench:{token}"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start a `tierflow api` process")?;
+    let mut server = procs::Process::new(
+        Command::new(std::env::current_exe()?)
+            .arg("api")
+            .env("DATABASE_URL", url)
+            .env("TIERFLOW_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TIERFLOW_METRICS_LISTEN", "127.0.0.1:0")
+            .env("TIERFLOW_SERVICE_TOKENS", format!("bench:{token}"))
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start a `tierflow api` process")?,
+    );
     let base = format!("http://127.0.0.1:{port}");
     let ready = wait_http_ok(&format!("{base}/healthz"), Duration::from_secs(30)).await;
     if let Err(e) = ready {
-        let _ = server.kill();
-        let _ = server.wait();
+        server.stop();
         return Err(e);
     }
     Ok((server, base, token))

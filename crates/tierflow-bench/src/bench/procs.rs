@@ -167,6 +167,30 @@ pub fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A child process (the `tierflow api` a section starts) that is stopped on every way out of the
+/// section — its end, an error, or the run abandoned on SIGTERM — not only where the section
+/// says so.
+pub struct Process(Option<Child>);
+
+impl Process {
+    pub fn new(child: Child) -> Process {
+        Process(Some(child))
+    }
+
+    /// SIGTERM, then waits for the process to finish; nothing if it was stopped already.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The last [`TAIL`] lines of a process's stderr, read to its end (bytes that are not UTF-8 are
 /// replaced, not a reason to stop reading).
 fn last_lines(pipe: ChildStderr) -> VecDeque<String> {

@@ -635,7 +635,11 @@ struct Summary {
     pgbench_jobs_per_s: f64,
 }
 
-pub async fn run(s: Sustained) -> anyhow::Result<()> {
+/// Runs the sustained benchmark on a private server it starts and removes at the end — also
+/// when `stop` (SIGTERM, Ctrl-C) completes first: the run is abandoned, its `bench-worker`
+/// processes and API process are stopped, and so is the server, so no PostgreSQL is left
+/// running on a temporary folder.
+pub async fn run(s: Sustained, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("tierflow-sustained-{:08x}", super::rand_u32()));
     super::progress(
@@ -652,7 +656,12 @@ pub async fn run(s: Sustained) -> anyhow::Result<()> {
     );
     let server = tierflow_pg::Server::start_with(&dir, SERVER_CONF)
         .context("start the benchmark's PostgreSQL server")?;
-    let result = run_on(&s, &server, started).await;
+    let result = tokio::select! {
+        r = run_on(&s, &server, started) => r,
+        () = stop => Err(anyhow::anyhow!(
+            "interrupted: the run was abandoned and its private server stopped"
+        )),
+    };
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -677,7 +686,7 @@ async fn run_on(
 
     // HTTP: tenants on professional, the bench twin tier for lateral moves, an API process.
     let tenants = 2000;
-    let (api, base, token) = if s.http_rate > 0.0 {
+    let (mut api, base, token) = if s.http_rate > 0.0 {
         let ctx = tierflow_store::Context::new(Arc::new(tierflow_domain::SystemClock));
         super::add_twin_tier(&pool, &ctx).await?;
         super::provision_tenants(&pool, &ctx, "s", tenants).await?;
@@ -686,7 +695,6 @@ async fn run_on(
     } else {
         (None, String::new(), String::new())
     };
-    let mut api = scopeguard_child(api);
 
     let workers = Workers::start_with(
         &url,
@@ -868,8 +876,8 @@ async fn run_on(
     load.stop().await?;
     http.stop().await;
     procs.stop();
-    if let Some(child) = api.as_mut() {
-        super::procs::terminate(child);
+    if let Some(api) = api.as_mut() {
+        api.stop();
     }
     pool.close().await;
 
@@ -911,28 +919,6 @@ async fn run_on(
         );
     }
     Ok(())
-}
-
-/// Keeps the API process so it is stopped on every way out.
-fn scopeguard_child(child: Option<std::process::Child>) -> ChildGuard {
-    ChildGuard(child)
-}
-
-struct ChildGuard(Option<std::process::Child>);
-
-impl ChildGuard {
-    fn as_mut(&mut self) -> Option<&mut std::process::Child> {
-        self.0.as_mut()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Pins `xmin` for `hold`: a REPEATABLE READ transaction that has taken its snapshot and an xid,

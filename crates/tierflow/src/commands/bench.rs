@@ -29,17 +29,19 @@ pub struct BenchWorkerArgs {
 
 /// Runs a sustained benchmark (which starts its own server), or connects to the server the
 /// benchmark creates its database on, and the URL its processes
-/// reach that server by: DATABASE_URL's, or the embedded PostgreSQL's.
+/// reach that server by: DATABASE_URL's, or the embedded PostgreSQL's. SIGTERM or Ctrl-C
+/// abandons either run and still cleans up what it made (its server, or its database).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(sustained) = args.bench.sustained_run() {
-        return tierflow_bench::bench::sustained::run(sustained).await;
+        return tierflow_bench::bench::sustained::run(sustained, shutdown::signal()).await;
     }
     let admin = database::connect(&args.db).await?;
     let base_url = match &args.db.database_url {
         Some(url) => url.clone(),
         None => format!("postgres://postgres@{}", admin.target),
     };
-    let result = tierflow_bench::bench::run(args.bench, &admin.pool, &base_url).await;
+    let result =
+        tierflow_bench::bench::run(args.bench, &admin.pool, &base_url, shutdown::signal()).await;
     admin.close().await;
     result
 }
