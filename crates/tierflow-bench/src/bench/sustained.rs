@@ -5,7 +5,9 @@
 //! being drained. The development server (autovacuum off) would hide all of it.
 //!
 //! Phases, each reported window by window (jobs/s, end-to-end latency, depth, dead tuples, table
-//! and index size, WAL and CPU per job):
+//! and index size, WAL and CPU per job, and the machine's: its CPU busy, stolen by the hypervisor
+//! and waiting for I/O, and the checkpoints so far — so a window that misses on a saturated or
+//! noisy VM says so beside what the queue did):
 //! 1. **search** — the offered rate of no-op jobs rises by ×1.25 per step while the workers keep
 //!    up (≥ 95 % of the offered rate completed and less than a second of work left queued at
 //!    the step's end; a step that fails is run once more before it counts); the last rate that
@@ -129,6 +131,15 @@ struct Window {
     wal_bytes_per_job: f64,
     pg_cpu_us_per_job: f64,
     worker_cpu_us_per_job: f64,
+    /// The whole machine's CPU over the window, as a share of all its cores: busy (not idle,
+    /// not waiting for I/O), stolen by the hypervisor, and idle waiting for I/O. A window that
+    /// misses while the host was saturated or had its CPU stolen says so here, apart from what
+    /// the queue did.
+    host_busy_pct: f64,
+    host_steal_pct: f64,
+    host_iowait_pct: f64,
+    /// Checkpoints the server has completed since it started (timed and requested).
+    checkpoints: i64,
     http_accepted: u64,
     http_refused: u64,
     http_errors: u64,
@@ -143,7 +154,55 @@ struct Mark {
     enqueued: u64,
     pg_ticks: u64,
     worker_ticks: u64,
+    host: HostCpu,
     http: (u64, u64, u64),
+}
+
+/// The machine's CPU time so far, in clock ticks over all cores (`/proc/stat`'s `cpu` line).
+#[derive(Debug, Clone, Copy, Default)]
+struct HostCpu {
+    total: u64,
+    idle: u64,
+    iowait: u64,
+    steal: u64,
+}
+
+impl HostCpu {
+    /// Zero where `/proc/stat` cannot be read (the shares are then reported as NaN).
+    fn now() -> HostCpu {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return HostCpu::default();
+        };
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return HostCpu::default();
+        };
+        // user nice system idle iowait irq softirq steal (guest time is inside user already).
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        HostCpu {
+            total: f.iter().sum(),
+            idle: at(3),
+            iowait: at(4),
+            steal: at(7),
+        }
+    }
+
+    /// Busy, stolen and I/O-wait shares (%) of the time between `self` and `later`.
+    fn shares(&self, later: &HostCpu) -> (f64, f64, f64) {
+        let total = later.total.saturating_sub(self.total) as f64;
+        if total == 0.0 {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+        let d = |a: u64, b: u64| b.saturating_sub(a) as f64 * 100.0 / total;
+        let idle = d(self.idle, later.idle);
+        let iowait = d(self.iowait, later.iowait);
+        (100.0 - idle - iowait, d(self.steal, later.steal), iowait)
+    }
 }
 
 /// The direct enqueue load: producer tasks that insert `rate` no-op jobs per second between
@@ -413,6 +472,7 @@ impl Run {
             enqueued: self.load.enqueued.load(Ordering::Relaxed),
             pg_ticks: server_ticks(self.postmaster),
             worker_ticks,
+            host: HostCpu::now(),
             http: self.http.counts(),
         })
     }
@@ -472,13 +532,15 @@ impl Run {
         .bind(to.db_time)
         .fetch_one(&self.pool)
         .await?;
-        let (live, dead, autovacuums, table, indexes): (i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT n_live_tup, n_dead_tup, autovacuum_count,
-                    pg_relation_size(relid), pg_indexes_size(relid)
-               FROM pg_stat_user_tables WHERE relid = 'apalis.jobs'::regclass",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (live, dead, autovacuums, table, indexes, checkpoints): (i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT n_live_tup, n_dead_tup, autovacuum_count,
+                        pg_relation_size(relid), pg_indexes_size(relid),
+                        (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)
+                   FROM pg_stat_user_tables WHERE relid = 'apalis.jobs'::regclass",
+            )
+            .fetch_one(&self.pool)
+            .await?;
         let wal: f64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::float8")
             .bind(&from.wal_lsn)
             .bind(&to.wal_lsn)
@@ -487,6 +549,7 @@ impl Run {
         let jobs = (noop + real).max(1) as f64;
         let us = |ticks: u64| ticks as f64 / self.ticks_per_s * 1e6 / jobs;
         let depth = self.depth().await?;
+        let (host_busy_pct, host_steal_pct, host_iowait_pct) = from.host.shares(&to.host);
         Ok(Window {
             phase,
             at_secs: self.started.elapsed().as_secs_f64(),
@@ -506,6 +569,10 @@ impl Run {
             wal_bytes_per_job: wal / jobs,
             pg_cpu_us_per_job: us(to.pg_ticks.saturating_sub(from.pg_ticks)),
             worker_cpu_us_per_job: us(to.worker_ticks.saturating_sub(from.worker_ticks)),
+            host_busy_pct,
+            host_steal_pct,
+            host_iowait_pct,
+            checkpoints,
             http_accepted: to.http.0 - from.http.0,
             http_refused: to.http.1 - from.http.1,
             http_errors: to.http.2 - from.http.2,
@@ -517,7 +584,7 @@ impl Run {
     /// progress.
     fn print(&self, w: &Window) {
         let line = format!(
-            "{:<7} {:>7.0} {:>7.0} {:>8.0} {:>6.0} {:>7.1} {:>7.1} {:>7.0} {:>8} {:>9} {:>9} {:>3} {:>7.1} {:>7.1} {:>6.0} {:>6.0} {:>6.0} {:>5}/{}/{} {:>6.1}",
+            "{:<7} {:>7.0} {:>7.0} {:>8.0} {:>6.0} {:>7.1} {:>7.1} {:>7.0} {:>8} {:>9} {:>9} {:>3} {:>7.1} {:>7.1} {:>6.0} {:>6.0} {:>6.0} {:>5.0} {:>4.1} {:>4.1} {:>3} {:>5}/{}/{} {:>6.1}",
             w.phase,
             w.at_secs,
             w.offered_per_s,
@@ -535,6 +602,10 @@ impl Run {
             w.wal_bytes_per_job,
             w.pg_cpu_us_per_job,
             w.worker_cpu_us_per_job,
+            w.host_busy_pct,
+            w.host_steal_pct,
+            w.host_iowait_pct,
+            w.checkpoints,
             w.http_accepted,
             w.http_refused,
             w.http_errors,
@@ -553,7 +624,7 @@ impl Run {
 
     fn header(&self) {
         let line = format!(
-            "{:<7} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>3} {:>7} {:>7} {:>6} {:>6} {:>6} {:>11} {:>6}",
+            "{:<7} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>3} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5} {:>4} {:>4} {:>3} {:>11} {:>6}",
             "PHASE",
             "AT_S",
             "OFFER/s",
@@ -571,6 +642,10 @@ impl Run {
             "WAL_B",
             "PG_us",
             "WK_us",
+            "BUSY%",
+            "ST%",
+            "IO%",
+            "CK",
             "HTTP ok/r/e",
             "H_p99"
         );
