@@ -146,6 +146,11 @@ fn sustained_benchmark_reports_every_phase() {
     );
     for w in windows {
         assert!(w["completed_per_s"].as_f64().unwrap() > 0.0, "{w}");
+        // The machine's CPU beside the queue's: a share of the window, and the checkpoints.
+        let busy = w["host_busy_pct"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&busy) && busy > 0.0, "{w}");
+        assert!(w["host_steal_pct"].as_f64().unwrap() >= 0.0, "{w}");
+        assert!(w["checkpoints"].as_i64().unwrap() >= 0, "{w}");
         assert!(w["live_tuples"].as_i64().unwrap() > 0, "{w}");
         assert!(w["wal_bytes_per_job"].as_f64().unwrap() > 0.0, "{w}");
         assert!(w["pg_cpu_us_per_job"].as_f64().unwrap() > 0.0, "{w}");
@@ -172,4 +177,81 @@ fn sustained_benchmark_reports_every_phase() {
         "{summary}"
     );
     assert!(stderr(&out).contains("starting a private PostgreSQL"));
+}
+
+/// A sustained run stopped by SIGTERM (an operator's Ctrl-C, a CI timeout) is abandoned and
+/// still cleans up: it says it was interrupted, and the PostgreSQL server it started is stopped
+/// and its temporary folder removed — no server is left running on /tmp.
+#[test]
+fn a_stopped_sustained_benchmark_leaves_no_server_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .args([
+            "bench",
+            "--sustained",
+            "10m",
+            "--rate",
+            "100",
+            "--http-rate",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The folder it named, then the line saying the load runs on its server.
+    let mut seen = Vec::new();
+    let mut folder = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the run never started its load: {seen:#?}"));
+        if let Some(rest) = line.split("starting a private PostgreSQL in ").nth(1) {
+            folder = rest.split(" (").next().map(std::path::PathBuf::from);
+        }
+        let started = line.contains("sustainable rate: 100 jobs/s");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let folder = folder.unwrap_or_else(|| panic!("no folder named: {seen:#?}"));
+    assert!(folder.join("postmaster.pid").exists(), "{seen:#?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert!(!exit.success(), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("interrupted")),
+        "it says it was interrupted: {seen:#?}"
+    );
+    assert!(!folder.exists(), "{} was left behind", folder.display());
+    // No process (the postmaster, a backend, a bench-worker) still names the folder.
+    let needle = folder.to_string_lossy().into_owned();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect();
+    assert!(left.is_empty(), "still running: {left:#?}");
 }
