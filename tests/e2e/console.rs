@@ -207,6 +207,19 @@ async fn an_operator_signs_in_finds_a_grace_tenant_and_redrives_a_dead_job() {
         .await;
     b.wait_for("#job-state", "Dead").await;
     b.wait_for("#last-result", "answered 500").await;
+    // The job carries no key: its page names the transition and links its tenant.
+    let transition: uuid::Uuid =
+        sqlx::query_scalar("SELECT transition_id FROM transition_actions WHERE job_id = $1")
+            .bind(&dead_job)
+            .fetch_one(api.db.pool())
+            .await
+            .unwrap();
+    b.wait_for("#job-transition", &transition.to_string()).await;
+    let tenant_link = b.attribute("#job-tenant a", "href").await;
+    assert!(
+        tenant_link.ends_with("/console/tenants/dead-co"),
+        "{tenant_link}"
+    );
     b.screenshot(&shots.join("job.png")).await;
     b.click("#redrive").await;
     b.wait_for("#confirm", "Re-drive job").await;

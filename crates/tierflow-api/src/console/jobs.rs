@@ -117,6 +117,32 @@ pub async fn show(
         Some("cancelled") => b.push_str("<p class=\"notice ok\" role=\"status\" id=\"flash\">Cancelled: the job will not run.</p>"),
         _ => {}
     }
+    // A transition's or an override's job names its tenant (and transition) in its payload; it
+    // carries no key since transition jobs are found by id, so these rows say whose job it is.
+    let payload = serde_json::from_slice::<serde_json::Value>(&job.payload).ok();
+    let named = |field: &str| {
+        payload
+            .as_ref()
+            .and_then(|p| p.get(field))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut owner = String::new();
+    if let Some(tenant) = named("tenant_id") {
+        let _ = write!(
+            owner,
+            "<dt>tenant</dt><dd id=\"job-tenant\"><a href=\"/console/tenants/{}\">{}</a></dd>",
+            url_part(&tenant),
+            esc(&tenant)
+        );
+    }
+    if let Some(transition) = named("transition_id") {
+        let _ = write!(
+            owner,
+            "<dt>transition</dt><dd id=\"job-transition\"><code>{}</code></dd>",
+            esc(&transition)
+        );
+    }
     let state_name = if job.status == "Pending" && !job.due {
         "Pending (scheduled)"
     } else {
@@ -125,7 +151,7 @@ pub async fn show(
     let _ = write!(
         b,
         "<dl><dt>kind</dt><dd>{}</dd><dt>state</dt><dd id=\"job-state\">{}</dd><dt>attempts</dt><dd>{} of {}</dd>\
-<dt>due</dt><dd>{}</dd><dt>claimed</dt><dd>{}</dd><dt>finished</dt><dd>{}</dd><dt>key</dt><dd><code>{}</code></dd></dl>",
+{owner}<dt>due</dt><dd>{}</dd><dt>claimed</dt><dd>{}</dd><dt>finished</dt><dd>{}</dd><dt>key</dt><dd><code>{}</code></dd></dl>",
         esc(&job.kind),
         badge(state_name),
         job.attempts,
@@ -185,9 +211,9 @@ pub async fn show(
         None => b.push_str("<p class=\"muted\">None yet.</p>"),
     }
     b.push_str("<h2>Payload</h2>");
-    let payload = match serde_json::from_slice::<serde_json::Value>(&job.payload) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => format!("(not JSON) {}", String::from_utf8_lossy(&job.payload)),
+    let payload = match &payload {
+        Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+        None => format!("(not JSON) {}", String::from_utf8_lossy(&job.payload)),
     };
     let _ = write!(b, "<pre>{}</pre>", esc(&truncate(&payload, 20_000)));
     b.push_str("<h2>Timeline</h2><ul>");
