@@ -32,16 +32,25 @@ pub struct BenchWorkerArgs {
 /// reach that server by: DATABASE_URL's, or the embedded PostgreSQL's. SIGTERM or Ctrl-C
 /// abandons either run and still cleans up what it made (its server, or its database).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // The handlers are installed before anything is started: a SIGTERM while the sustained run
+    // starts its server (initdb, a few seconds) is then held until the run can clean up, instead
+    // of ending the process the default way and leaving that server behind.
+    let stop = shutdown::signal();
+    tokio::pin!(stop);
+    tokio::select! {
+        biased;
+        () = &mut stop => anyhow::bail!("interrupted before the benchmark started"),
+        () = std::future::ready(()) => {}
+    }
     if let Some(sustained) = args.bench.sustained_run() {
-        return tierflow_bench::bench::sustained::run(sustained, shutdown::signal()).await;
+        return tierflow_bench::bench::sustained::run(sustained, stop).await;
     }
     let admin = database::connect(&args.db).await?;
     let base_url = match &args.db.database_url {
         Some(url) => url.clone(),
         None => format!("postgres://postgres@{}", admin.target),
     };
-    let result =
-        tierflow_bench::bench::run(args.bench, &admin.pool, &base_url, shutdown::signal()).await;
+    let result = tierflow_bench::bench::run(args.bench, &admin.pool, &base_url, stop).await;
     admin.close().await;
     result
 }
