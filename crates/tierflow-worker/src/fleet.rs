@@ -9,7 +9,7 @@ use tierflow_queue::{Fleet, FleetConfig, QueueError};
 use tierflow_store::jobs::{
     ApplyDowngrade, DeliverEvent, ExpireEntitlement, ExpireOverride, SlaFreeze, TierFanout,
     VoiceDisable, apply_downgrade, expire_entitlement, expire_override, sla_freeze, tier_fanout,
-    voice_disable,
+    transition_action, voice_disable,
 };
 use tierflow_store::reconciler;
 
@@ -22,11 +22,11 @@ pub fn build(pool: PgPool, state: Arc<WorkerState>, config: FleetConfig) -> Flee
     Fleet::new(pool, state, config)
         .register_batched::<VoiceDisable>(
             |job, tx, s| voice_disable::handle(job, tx, &s.store),
-            |jobs, tx, s| voice_disable::handle_batch(jobs, tx, &s.store),
+            |jobs, tx, s| transition_action::handle_batch(jobs, tx, &s.store),
         )
         .register_batched::<SlaFreeze>(
             |job, tx, s| sla_freeze::handle(job, tx, &s.store),
-            |jobs, tx, s| sla_freeze::handle_batch(jobs, tx, &s.store),
+            |jobs, tx, s| transition_action::handle_batch(jobs, tx, &s.store),
         )
         .register::<ApplyDowngrade>(|job, tx, s| apply_downgrade::handle(job, tx, &s.store))
         .register::<ExpireOverride>(|job, tx, s| expire_override::handle(job, tx, &s.store))

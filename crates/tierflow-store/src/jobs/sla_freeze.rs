@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{TenantId, TransitionId};
 use tierflow_domain::transition::Action;
-use tierflow_queue::{BatchFuture, HandlerFuture, Job, JobTx};
+use tierflow_queue::{HandlerFuture, Job, JobTx};
 
 use crate::Context;
 
@@ -32,15 +32,11 @@ pub fn handle<'a>(job: SlaFreeze, tx: JobTx<'a>, ctx: &'a Context) -> HandlerFut
     super::transition_action::handle(job.tenant_id, job.transition_id, Action::SlaFreeze, tx, ctx)
 }
 
-/// Runs a batch of `sla_freeze` jobs in one transaction (one statement records them all).
-pub fn handle_batch<'a>(
-    jobs: Vec<(SlaFreeze, tracing::Span)>,
-    tx: JobTx<'a>,
-    ctx: &'a Context,
-) -> BatchFuture<'a> {
-    let jobs = jobs
-        .into_iter()
-        .map(|(j, span)| (j.tenant_id, j.transition_id, span))
-        .collect();
-    super::transition_action::handle_batch(jobs, Action::SlaFreeze, tx, ctx)
+/// A batch of `sla_freeze` jobs is recorded by one statement
+/// ([`super::transition_action::handle_batch`]).
+impl super::transition_action::Enforcement for SlaFreeze {
+    const ACTION: Action = Action::SlaFreeze;
+    fn ids(self) -> (TenantId, TransitionId) {
+        (self.tenant_id, self.transition_id)
+    }
 }

@@ -430,25 +430,34 @@ pub(super) fn handle<'a>(
     })
 }
 
-/// The batch handler of `voice_disable` and `sla_freeze`: runs `action` for each job's
-/// transition in the batch's transaction, at the database's time ([`run_enforcements`]: one
-/// statement records all that are scheduled).
-pub(super) fn handle_batch<'a>(
-    jobs: Vec<(TenantId, TransitionId, tracing::Span)>,
-    action: Action,
+/// A job kind that enforces one action of its transition from the request on (`voice_disable`,
+/// `sla_freeze`): its payload names the tenant and the transition, and a batch of its jobs is
+/// recorded by one statement ([`handle_batch`]).
+pub trait Enforcement: tierflow_queue::Job {
+    const ACTION: Action;
+    /// The tenant and the transition the job names.
+    fn ids(self) -> (TenantId, TransitionId);
+}
+
+/// The batch handler of every [`Enforcement`] kind: runs its action for each job's transition in
+/// the batch's transaction, at the database's time ([`run_enforcements`]: one statement records
+/// all that are scheduled).
+pub fn handle_batch<'a, J: Enforcement>(
+    jobs: Vec<(J, tracing::Span)>,
     tx: JobTx<'a>,
     ctx: &'a Context,
 ) -> BatchFuture<'a> {
     // Each job's log lines name its tenant, as a job run alone records it on its span.
     let jobs: Vec<(TenantId, TransitionId)> = jobs
         .into_iter()
-        .map(|(tenant_id, transition_id, span)| {
+        .map(|(job, span)| {
+            let (tenant_id, transition_id) = job.ids();
             span.record("tenant_id", tenant_id.as_str());
             (tenant_id, transition_id)
         })
         .collect();
     Box::pin(async move {
-        run_enforcements(tx.conn, ctx, tx.now, &jobs, action)
+        run_enforcements(tx.conn, ctx, tx.now, &jobs, J::ACTION)
             .await
             .map(|outcomes| outcomes.into_iter().map(outcome).collect())
             .map_err(job_error)

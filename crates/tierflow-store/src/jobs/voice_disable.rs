@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tierflow_domain::ids::{TenantId, TransitionId};
 use tierflow_domain::transition::Action;
-use tierflow_queue::{BatchFuture, HandlerFuture, Job, JobTx};
+use tierflow_queue::{HandlerFuture, Job, JobTx};
 
 use crate::Context;
 
@@ -40,15 +40,11 @@ pub fn handle<'a>(job: VoiceDisable, tx: JobTx<'a>, ctx: &'a Context) -> Handler
     )
 }
 
-/// Runs a batch of `voice_disable` jobs in one transaction (one statement records them all).
-pub fn handle_batch<'a>(
-    jobs: Vec<(VoiceDisable, tracing::Span)>,
-    tx: JobTx<'a>,
-    ctx: &'a Context,
-) -> BatchFuture<'a> {
-    let jobs = jobs
-        .into_iter()
-        .map(|(j, span)| (j.tenant_id, j.transition_id, span))
-        .collect();
-    super::transition_action::handle_batch(jobs, Action::VoiceDisable, tx, ctx)
+/// A batch of `voice_disable` jobs is recorded by one statement
+/// ([`super::transition_action::handle_batch`]).
+impl super::transition_action::Enforcement for VoiceDisable {
+    const ACTION: Action = Action::VoiceDisable;
+    fn ids(self) -> (TenantId, TransitionId) {
+        (self.tenant_id, self.transition_id)
+    }
 }
